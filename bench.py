@@ -1,0 +1,96 @@
+"""
+Throughput of nanoRFT's sampler and update, side by side with transformers on the same weights.
+
+    python bench.py                 # CPU, fp32, 1 thread: the figures in the README
+    python bench.py --device=cuda --dtype=bfloat16 --threads=0
+
+Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
+(2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
+max_new_tokens per row (no stop token), so they do the same work.
+"""
+import argparse
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+
+from model import Transformer, token_logprobs
+from rollout import generate
+
+
+def timeit(fn, device, repeat):
+    fn()  # warm-up: allocator, kernels, lazy inits
+    best = float("inf")
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
+    dt = dict(float32=torch.float32, bfloat16=torch.bfloat16)[args.dtype]
+    ours = Transformer.from_pretrained(path, dtype=dt, device=args.device).eval()
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(args.device).eval()
+    vocab = ours.cfg["vocab_size"]
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(3, vocab, (n_prompts, prompt_len), generator=g).to(args.device)
+    if args.compile:
+        ours = torch.compile(ours, dynamic=True)
+        ours.lm_head, ours.new_cache = ours._orig_mod.lm_head, ours._orig_mod.new_cache
+    ours_gen = lambda: generate(ours, prompts.tolist(), n, new_tokens, temperature=1.0)
+    hf_gen = lambda: hf.generate(prompts, do_sample=True, num_return_sequences=n, max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0, top_k=None,
+                                 top_p=None, temperature=1.0)
+    n_tok = n_prompts * n * new_tokens
+    t_ours, t_hf = timeit(ours_gen, args.device, args.repeat), timeit(hf_gen, args.device, args.repeat)
+
+    # update: forward + backward of the response log-probs over the whole rollout batch
+    seqs = ours_gen().tokens
+    valid = torch.ones_like(seqs, dtype=torch.bool)
+
+    def ours_step():
+        lp, _ = token_logprobs(ours, seqs, valid)
+        lp.sum().backward()
+
+    def hf_step():
+        logp = torch.log_softmax(hf(seqs).logits[:, :-1].float(), -1)
+        logp.gather(-1, seqs[:, 1:, None]).sum().backward()
+
+    u_ours, u_hf = timeit(ours_step, args.device, args.repeat), timeit(hf_step, args.device, args.repeat)
+    u_tok = seqs.numel()
+    print(f"\n{name}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params, {n_prompts} prompts x "
+          f"{n} samples, {prompt_len} prompt + {new_tokens} new tokens")
+    print(f"  sampler  nanoRFT {n_tok / t_ours:10.0f} tok/s   transformers generate() {n_tok / t_hf:10.0f} tok/s"
+          f"   ratio {t_hf / t_ours:.2f}x")
+    print(f"  update   nanoRFT {u_tok / u_ours:10.0f} tok/s   transformers forward+backward {u_tok / u_hf:6.0f} tok/s"
+          f"   ratio {u_hf / u_ours:.2f}x")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repeats; the best is reported")
+    p.add_argument("--compile", action="store_true", help="torch.compile nanoRFT's model")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s)")
+    bench_shape("tiny-arith policy", "assets/tiny-arith", 32, 8, 8, 8, args)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Qwen2Config(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+        bench_shape("~3M Qwen2", d, 64, 1, 32, 64, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""
+A hand-written decoder-only transformer that reads and writes Hugging Face checkpoints.
+
+One block covers three families with three flags:
+- Qwen2:    pre-norm, q/k/v projections carry a bias            (qkv_bias)
+- Llama-3:  pre-norm, no bias, "llama3" RoPE frequency scaling  (rope_scaling)
+- OLMo-2:   norms *after* attention and MLP, RMSNorm on q and k (post_norm, qk_norm)
+Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...) so that a
+state_dict loads and saves without any key mapping.
+"""
+import glob
+import json
+import math
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from configurator import die
+
+FAMILIES = ("qwen2", "llama", "olmo2")
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        # normalize in fp32 like transformers does, so bf16 runs match theirs
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_inv_freq(cfg):
+    """Inverse frequencies (head_dim/2,) of rotary embeddings, with Llama-3's long-context scaling."""
+    d = cfg["head_dim"]
+    inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rs = cfg["rope_scaling"]
+    if rs is None or rs.get("rope_type", rs.get("type")) in (None, "default"):
+        return inv_freq.float()
+    if rs.get("rope_type", rs.get("type")) != "llama3":
+        die(f"rope scaling type {rs.get('rope_type')!r} is not supported (only llama3)")
+    # Llama 3.1 paper: keep high frequencies, divide low ones by `factor`, interpolate between
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old_len = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    smooth = ((old_len / wavelen - lo) / (hi - lo)).clamp(0, 1)
+    scaled = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    return scaled.float()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, H, T, D); cos, sin: (B, 1, T, D); the "rotate half" convention of HF checkpoints
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class KVCache:
+    """Preallocated keys/values for all layers: (L, B, H_kv, T_max, D). Written in place, never grown."""
+
+    def __init__(self, n_layer, batch, n_kv_head, max_len, head_dim, dtype, device):
+        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.pos = 0  # number of positions filled so far (the same for every row: prompts are left-padded)
+
+    def update(self, layer, k, v):
+        """Store k, v (b, H_kv, T, D) at the current position; return what attention should see."""
+        t0, t1 = self.pos, self.pos + k.size(2)
+        _, B, H, _, D = self.k.shape
+        n = B // k.size(0)
+        if n > 1:
+            # shared prefill: b prompts fill the rows of their n samples each (rows are prompt-major)
+            self.k[layer, :, :, t0:t1].view(k.size(0), n, H, t1 - t0, D).copy_(k.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            self.v[layer, :, :, t0:t1].view(k.size(0), n, H, t1 - t0, D).copy_(v.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            return k, v
+        self.k[layer, :, :, t0:t1] = k
+        self.v[layer, :, :, t0:t1] = v
+        return self.k[layer, :, :, :t1], self.v[layer, :, :, :t1]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = cfg["n_head"], cfg["n_kv_head"], cfg["head_dim"]
+        d, q_dim, kv_dim = cfg["hidden_size"], self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        self.q_proj = nn.Linear(d, q_dim, bias=cfg["qkv_bias"])
+        self.k_proj = nn.Linear(d, kv_dim, bias=cfg["qkv_bias"])
+        self.v_proj = nn.Linear(d, kv_dim, bias=cfg["qkv_bias"])
+        self.o_proj = nn.Linear(q_dim, d, bias=False)
+        if cfg["qk_norm"]:  # OLMo-2 normalizes q and k over all heads at once, before RoPE
+            self.q_norm = RMSNorm(q_dim, cfg["rms_norm_eps"])
+            self.k_norm = RMSNorm(kv_dim, cfg["rms_norm_eps"])
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        B, T, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        causal = mask is None and T > 1  # no mask given: plain causal attention over unpadded rows
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           enable_gqa=self.n_kv_head != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"], bias=False)
+        self.up_proj = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"], bias=False)
+        self.down_proj = nn.Linear(cfg["intermediate_size"], cfg["hidden_size"], bias=False)
+
+    def forward(self, x):  # SwiGLU
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.post_norm = cfg["post_norm"]
+        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        d, eps = cfg["hidden_size"], cfg["rms_norm_eps"]
+        # HF's names: in Llama/Qwen2 "post_attention_layernorm" is the norm *before* the MLP
+        self.post_attention_layernorm = RMSNorm(d, eps)
+        if self.post_norm:
+            self.post_feedforward_layernorm = RMSNorm(d, eps)
+        else:
+            self.input_layernorm = RMSNorm(d, eps)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        if self.post_norm:  # OLMo-2
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer))
+            return x + self.post_feedforward_layernorm(self.mlp(x))
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def read_hf_config(hf):
+    """The few numbers the model needs, from a transformers config.json dict (v4 or v5 layout)."""
+    if hf.get("model_type") not in FAMILIES:
+        die(f"model_type {hf.get('model_type')!r} is not supported; expected one of {FAMILIES}")
+    rope = hf.get("rope_parameters") or {}
+    n_head = hf["num_attention_heads"]
+    return dict(
+        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], intermediate_size=hf["intermediate_size"],
+        n_layer=hf["num_hidden_layers"], n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // n_head, rms_norm_eps=hf["rms_norm_eps"],
+        rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
+        rope_scaling=rope if rope.get("rope_type", "default") != "default" else hf.get("rope_scaling"),
+        tie_word_embeddings=hf.get("tie_word_embeddings", False),
+        qkv_bias=hf["model_type"] == "qwen2" or hf.get("attention_bias", False),
+        qk_norm=hf["model_type"] == "olmo2", post_norm=hf["model_type"] == "olmo2",
+    )
+
+
+class Transformer(nn.Module):
+    def __init__(self, hf_config):
+        super().__init__()
+        self.hf_config = dict(hf_config)  # kept verbatim so save_pretrained writes what transformers expects
+        self.cfg = cfg = read_hf_config(hf_config)
+        self.model = nn.ModuleDict(dict(
+            embed_tokens=nn.Embedding(cfg["vocab_size"], cfg["hidden_size"]),
+            layers=nn.ModuleList(Block(cfg) for _ in range(cfg["n_layer"])),
+            norm=RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"]),
+        ))
+        self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        if cfg["tie_word_embeddings"]:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def init_weights(self, seed=0):
+        """Random init (GPT-2 style, std 0.02) for models trained from scratch, e.g. the tiny arithmetic policy."""
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if "norm" in name:
+                nn.init.ones_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+    def forward(self, idx, pos=None, mask=None, cache=None):
+        """idx (B, T) token ids -> logits (B, T, V).
+        pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
+        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend."""
+        B, T = idx.shape
+        if pos is None:
+            start = cache.pos if cache is not None else 0
+            pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
+        freqs = pos[..., None].float() * self.inv_freq  # (B, T, D/2), fp32 like HF
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
+        x = self.model.embed_tokens(idx)
+        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.pos += T
+        return self.lm_head(self.model.norm(x))
+
+    def new_cache(self, batch, max_len):
+        c, p = self.cfg, self.lm_head.weight
+        return KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], p.dtype, p.device)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
+        """Load a Hugging Face checkpoint: a local directory, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct."""
+        path = resolve(path)
+        with open(os.path.join(path, "config.json")) as f:
+            model = cls(json.load(f))
+        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+        if not files:
+            die(f"no *.safetensors weights in {path}")
+        sd = {}
+        for fn in files:
+            sd.update(load_file(fn))
+        if model.cfg["tie_word_embeddings"]:
+            sd.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg["tie_word_embeddings"])]
+        if missing or unexpected:
+            die(f"weights in {path} do not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return model.to(device=device, dtype=dtype)
+
+    def save_pretrained(self, out):
+        """Write config.json + model.safetensors that transformers (and vLLM) load as they are."""
+        os.makedirs(out, exist_ok=True)
+        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if self.cfg["tie_word_embeddings"]:
+            sd.pop("lm_head.weight")  # safetensors refuses shared tensors; transformers re-ties on load
+        save_file(sd, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+        hf = dict(self.hf_config, torch_dtype=str(self.lm_head.weight.dtype).removeprefix("torch."))
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(hf, f, indent=2)
+
+
+def resolve(path):
+    """A local directory as is; otherwise download config, weights and tokenizer from the hub."""
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path) or path.count("/") != 1:
+        die(f"{path!r} is neither a model directory nor a hub id like Qwen/Qwen2.5-0.5B-Instruct")
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    except Exception as e:  # offline, gated, or a typo: all end the same way for the user
+        die(f"could not get {path!r} from the Hugging Face hub ({type(e).__name__}); "
+            f"download it elsewhere and pass its local directory instead")
+
+
+def padded_causal_mask(valid):
+    """valid (B, T) bool, False on left padding -> SDPA mask (B, 1, T, T).
+    A padding query may see itself, so its row is never empty (an all-False row gives NaN)."""
+    T = valid.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=valid.device)
+    return (causal & (valid[:, None, None, :] | eye))
+
+
+def positions(valid):
+    """Position ids (B, T) that start at 0 on each row's first real token (left padding)."""
+    return (valid.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(model, tokens, valid, temperature=1.0):
+    """Log-prob and entropy of each token given those before it, under the temperature-scaled policy.
+    tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero at position 0 (nothing predicts it)."""
+    logits = model(tokens, positions(valid), padded_causal_mask(valid))[:, :-1].float() / temperature  # (B, T-1, V)
+    logp = F.log_softmax(logits, dim=-1)
+    lp = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    ent = -(logp.exp() * logp).sum(-1)
+    pad = lp.new_zeros(tokens.size(0), 1)
+    return torch.cat((pad, lp), 1), torch.cat((pad, ent), 1)

@@ -1,0 +1,97 @@
+"""
+A batched, KV-cached sampler written out by hand (no transformers.generate).
+
+Prompts of different lengths are left-padded into one batch so every row writes the same cache
+position each step. Each prompt is prefilled once and its keys/values are copied to the rows
+of its n samples. The cache and all outputs are allocated once, up front.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from model import padded_causal_mask, positions
+
+
+class Rollout(NamedTuple):
+    tokens: torch.Tensor    # (N, P+R) long: left-padded prompt, then response; N = prompts * n, prompt-major
+    mask: torch.Tensor      # (N, P+R) bool: True on sampled response tokens (the stop token included)
+    logprobs: torch.Tensor  # (N, P+R) float32: log-prob of each sampled token under the sampler, 0 elsewhere
+    valid: torch.Tensor     # (N, P+R) bool: True on real tokens (prompt and response), False on padding
+    finished: torch.Tensor  # (N,) bool: the response ended with a stop token (else cut at max_new_tokens)
+
+
+def sample(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """logits (N, V) -> next tokens (N,) and their log-probs (N,).
+    The log-prob is under the temperature-scaled policy before top-k/top-p truncation: the distribution
+    the trainer recomputes (as in verl/TRL). temperature=0 is greedy, with log-probs at temperature 1."""
+    logits = logits.float()
+    if temperature == 0:
+        tok = logits.argmax(-1)
+        return tok, F.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
+    logits = logits / temperature
+    logp = F.log_softmax(logits, -1)  # (N, V)
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        # nucleus: keep the most likely tokens until their mass reaches top_p (the top one always stays)
+        sorted_logits, idx = logits.sort(-1, descending=True)
+        p = sorted_logits.softmax(-1)
+        drop = (p.cumsum(-1) - p) >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    probs = logits.softmax(-1)
+    # exponential race: argmax(p / Exp(1)) draws from p, like multinomial, in two vector ops
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    tok = (probs / q).argmax(-1)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_id=None,
+             generator=None):
+    """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids."""
+    device = model.lm_head.weight.device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    N, T = B * n, P + max_new_tokens
+    stop = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id),
+                        device=device, dtype=torch.long)
+    tokens = torch.zeros(N, T, dtype=torch.long, device=device)
+    valid = torch.zeros(N, T, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i * n:(i + 1) * n, P - len(p):P] = torch.tensor(p, device=device)
+        valid[i * n:(i + 1) * n, P - len(p):P] = True
+    mask = torch.zeros(N, T, dtype=torch.bool, device=device)
+    logprobs = torch.zeros(N, T, device=device)
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    padded = not bool(valid[:, :P].all())
+    keys = valid.clone()
+    keys[:, P:] = True  # generated positions become attendable keys as they are written
+    cache = model.new_cache(N, T)
+
+    # one prefill per prompt (rows 0, n, 2n, ...), shared by its n samples through the cache
+    pv = valid[::n, :P]
+    logits = model(tokens[::n, :P], positions(pv), padded_causal_mask(pv) if padded else None, cache)[:, -1]
+    logits = logits.repeat_interleave(n, 0)  # (N, V)
+    pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
+    for t in range(max_new_tokens):
+        tok, lp = sample(logits, temperature, top_k, top_p, generator)
+        live = ~done
+        tokens[:, P + t] = tok.masked_fill(done, 0)
+        logprobs[:, P + t] = lp.masked_fill(done, 0.0)
+        mask[:, P + t] = live
+        done = done | torch.isin(tok, stop)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        attn = keys[:, None, None, :P + t + 1] if padded else None  # a view: nothing is re-masked per step
+        logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], attn, cache)[:, -1]
+    return Rollout(tokens, mask, logprobs, valid | mask, done)
+
+
+def completions(rollout, tok):
+    """Decoded response texts (N,), without their stop token."""
+    out = []
+    for row, m, fin in zip(rollout.tokens, rollout.mask, rollout.finished):
+        ids = row[m].tolist()
+        out.append(tok.decode(ids[:-1] if fin else ids, skip_special_tokens=False))
+    return out

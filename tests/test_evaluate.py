@@ -1,0 +1,54 @@
+"""pass@k against brute force; evaluate() on the real tiny policy."""
+import itertools
+import random
+
+import pytest
+import torch
+
+import data
+from evaluate import evaluate, pass_at_k
+
+
+@pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 3, 1), (8, 3, 2), (8, 3, 4), (8, 6, 4), (5, 5, 2), (6, 1, 6),
+                                     (7, 2, 3)])
+def test_pass_at_k_equals_brute_force(n, c, k):
+    # pass@k = chance that a uniformly random k-subset of the n samples holds a correct one
+    samples = [1] * c + [0] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    brute = sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+    assert pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12)
+
+
+def test_evaluate_on_the_tiny_policy(arith):
+    model, tok = arith
+    problems = data.load_split("arith", "test")[:64]
+    g = torch.Generator().manual_seed(0)
+    r = evaluate(model, tok, "arith", problems, n=4, ks=(1, 2, 4), max_new_tokens=6, generator=g)
+    assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"}
+    assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1  # pass@k grows with k
+    assert 0.1 < r["greedy_pass@1"] < 0.9  # the base policy is partly competent
+    # greedy pass@1 checked by hand: decode each greedy answer and compare the integers
+    from rollout import completions, generate
+    ro = generate(model, [data.encode_prompt(tok, "arith", p) for p in problems], 1, 6, temperature=0.0,
+                  eos_id=data.stop_ids(tok))
+    right = [t.isdigit() and int(t) == int(p["answer"]) for t, p in zip(completions(ro, tok), problems)]
+    assert r["greedy_pass@1"] == sum(right) / len(problems)
+
+
+def test_arith_splits_are_disjoint_and_seeded():
+    train, test = data.load_split("arith", "train"), data.load_split("arith", "test")
+    assert len(train) == 2000 and len(test) == 500
+    assert not {p["prompt"] for p in train} & {p["prompt"] for p in test}
+    assert train == data.load_split("arith", "train")
+    p = random.Random(0).choice(train)
+    a, b = p["prompt"][:-1].split("+")
+    assert len(a) == len(b) == 3 and int(a) + int(b) == int(p["answer"])
+
+
+def test_batch_indices_shuffle_each_epoch_and_are_reproducible():
+    order = [data.batch_indices(10, 4, seed=3, step=s) for s in range(5)]  # 20 draws = 2 epochs
+    flat = sum(order, [])
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert flat[:10] != flat[10:]
+    assert order == [data.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
+    assert order != [data.batch_indices(10, 4, seed=4, step=s) for s in range(5)]

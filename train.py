@@ -1,0 +1,309 @@
+"""
+Reinforcement fine-tuning with verifiable rewards, as batched contextual bandit learning.
+
+    python train.py                                   # built-in arithmetic task, minimalist baseline, CPU
+    python train.py config/grpo_8rollouts.py --learning_rate=3e-5
+
+One step: prompts -> rollouts -> rewards -> advantages -> clipped policy-gradient update.
+Every design choice below is a global with a one-line comment; config files and --key=value set them.
+"""
+import copy
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+import advantage as adv_lib
+import data
+import reward
+from configurator import configure, die
+from evaluate import evaluate
+from model import Transformer, resolve, token_logprobs
+from rollout import completions, generate
+
+# -----------------------------------------------------------------------------
+# run
+out_dir = "out/arith"  # log.jsonl and checkpoints go here
+init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id
+seed = 0  # seeds data order, sampling and everything else
+device = "cpu"  # cpu | cuda
+dtype = "float32"  # float32 | bfloat16 (autocast, GPU)
+num_threads = 1  # torch CPU threads; 1 is steadier on small shared machines
+max_steps = 600  # training steps
+eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
+eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
+eval_batch_size = 256  # prompts per sampler call at evaluation
+# task
+task = "arith"  # arith
+strict = True  # strict answer format in the reward (GSM8K "#### n"); False = lenient extraction
+max_new_tokens = 8  # response length limit
+# rollouts
+batch_size = 32  # prompts per step
+rollouts = 1  # responses per prompt that are trained on
+extra_rollouts = 0  # responses per prompt used only for the baseline (advantage="extra")
+temperature = 1.0  # sampling temperature (the policy the loss sees is scaled the same way)
+top_k = 0  # 0 = off
+top_p = 1.0  # 1.0 = off
+# advantage
+advantage = "none"  # none | grpo | dr_grpo | rloo | batch | extra | replay (see advantage.py)
+adv_eps = 1e-6  # added to std in normalizing estimators
+replay_window = 8  # rewards kept per prompt by advantage="replay"
+filter_zero_variance = False  # DAPO dynamic sampling: drop prompts whose rewards are all equal
+resample_tries = 0  # with the filter: extra prompt batches sampled to refill the step (DAPO)
+mask_truncated = False  # responses cut at max_new_tokens get no gradient (DAPO overlong filtering)
+# loss
+loss_agg = "token_mean"  # token_mean | seq_mean_token_mean (GRPO) | seq_sum_norm (Dr. GRPO)
+ppo_epochs = 1  # passes over each rollout batch
+minibatches = 1  # optimizer steps per pass
+micro_batch_size = 0  # sequences per forward/backward (bounds memory); 0 = the whole minibatch
+clip_low = 0.2  # PPO ratio clip below: 1 - clip_low
+clip_high = 0.2  # PPO ratio clip above: 1 + clip_high (DAPO clip-higher: 0.28)
+dual_clip = 0.0  # dual-clip PPO constant c > 1 bounding the loss of negative advantages; 0 = off
+kl_coef = 0.0  # weight of KL to the frozen initial policy; 0 = no reference model at all
+kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
+kl_in_reward = False  # True: subtract kl_coef * sequence KL from the reward instead of adding it to the loss
+entropy_coef = 0.0  # entropy bonus weight (entropy is logged either way)
+# optimizer
+learning_rate = 1e-4  # AdamW peak learning rate
+lr_schedule = "constant"  # constant | cosine (linear warmup, cosine decay to min_lr_ratio)
+warmup_steps = 0  # linear warmup steps of the cosine schedule
+min_lr_ratio = 0.1  # final lr / peak lr of the cosine schedule
+weight_decay = 0.0  # AdamW weight decay
+grad_clip = 1.0  # max global grad norm; 0 = off
+# -----------------------------------------------------------------------------
+config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
+
+
+def check_config(c):
+    """Impossible combinations end the run before it starts; misleading ones warn."""
+    choices = dict(advantage=adv_lib.ESTIMATORS, loss_agg=("token_mean", "seq_mean_token_mean", "seq_sum_norm"),
+                   kl_estimator=("k1", "k2", "k3"), lr_schedule=("constant", "cosine"),
+                   dtype=("float32", "bfloat16"))
+    for k, allowed in choices.items():
+        if c[k] not in allowed:
+            die(f"{k}={c[k]!r} is not one of {', '.join(allowed)}")
+    for k in ("batch_size", "rollouts", "ppo_epochs", "minibatches", "max_new_tokens"):
+        if c[k] < 1:
+            die(f"{k} must be at least 1, got {c[k]}")
+    if c["advantage"] == "rloo" and c["rollouts"] < 2:
+        die("advantage=rloo needs rollouts >= 2 (its baseline is the mean of the *other* rollouts)")
+    if c["advantage"] == "extra" and c["extra_rollouts"] < 1:
+        die("advantage=extra needs extra_rollouts >= 1")
+    if c["advantage"] != "extra" and c["extra_rollouts"]:
+        die(f"extra_rollouts={c['extra_rollouts']} is only used by advantage=extra")
+    if c["batch_size"] * c["rollouts"] % c["minibatches"]:
+        die(f"minibatches={c['minibatches']} must divide batch_size*rollouts={c['batch_size'] * c['rollouts']}")
+    if c["advantage"] in ("grpo", "dr_grpo") and c["rollouts"] == 1:
+        print(f"warning: advantage={c['advantage']} with rollouts=1 has no group: it is the same as 'none'",
+              file=sys.stderr)
+    if c["resample_tries"] and not c["filter_zero_variance"]:
+        die("resample_tries needs filter_zero_variance=True")
+
+
+def lr_at(step):
+    if lr_schedule == "constant":
+        return learning_rate
+    if step < warmup_steps:  # linear warmup then cosine decay (GPT-3 / nanoGPT)
+        return learning_rate * (step + 1) / warmup_steps
+    frac = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def kl_penalty(logp, ref_logp):
+    """Per-token estimate of KL(policy || reference) from sampled tokens (Schulman 2020, "Approximating KL")."""
+    log_ratio = logp - ref_logp
+    if kl_estimator == "k1":  # unbiased, can be negative
+        return log_ratio
+    if kl_estimator == "k2":  # biased, low variance: 0.5 * log(p/q)^2
+        return 0.5 * log_ratio ** 2
+    return torch.exp(-log_ratio) - 1 + log_ratio  # k3: unbiased and >= 0 (GRPO)
+
+
+def aggregate(x, mask, n_tokens, n_seqs):
+    """Per-token values x (N, T) over response tokens -> one scalar, normalized as loss_agg says.
+    n_tokens, n_seqs are the totals of the whole minibatch, so micro-batch pieces add up to it."""
+    x = x * mask
+    if loss_agg == "token_mean":  # every token weighs the same (DAPO; TRL "dapo"/"bnpo")
+        return x.sum() / n_tokens
+    if loss_agg == "seq_mean_token_mean":  # every sequence weighs the same (original GRPO)
+        return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
+    return x.sum() / (n_seqs * max_new_tokens)  # seq_sum_norm: constant normalizer, no length bias (Dr. GRPO)
+
+
+def policy_loss(logp, old_logp, adv, mask, n_tokens, n_seqs):
+    """PPO's clipped surrogate (Schulman et al. 2017) with clip-higher and dual-clip; (loss, stats).
+    With one epoch and one minibatch the ratio is 1 and this is the plain policy gradient -adv * logp."""
+    ratio = torch.exp(logp - old_logp)  # (N, T)
+    pg1 = -adv * ratio
+    pg2 = -adv * ratio.clamp(1 - clip_low, 1 + clip_high)
+    pg = torch.maximum(pg1, pg2)
+    if dual_clip > 0:  # dual-clip PPO (Ye et al. 2020): bound the loss of negative advantages at -c * adv
+        pg = torch.where(adv < 0, torch.minimum(pg, -dual_clip * adv), pg)
+    m = mask.float()
+    stats = dict(ratio=(ratio * m).sum().item(), clipfrac=((pg2 > pg1).float() * m).sum().item())
+    return aggregate(pg, m, n_tokens, n_seqs), stats
+
+
+def sample_step(policy, ref, tok, problems, step_draw, gen, replay):
+    """Rollouts of one prompt batch with rewards and advantages. Returns (rows, metrics) where rows is a dict
+    of per-sequence tensors for the trained samples only."""
+    ids = data.batch_indices(len(problems), batch_size, seed, step_draw)
+    prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids]
+    n = rollouts + extra_rollouts
+    with autocast():
+        ro = generate(policy, prompts, n, max_new_tokens, temperature, top_k, top_p, data.stop_ids(tok), gen)
+    texts = completions(ro, tok)
+    correct = torch.tensor([reward.score(task, t, problems[ids[j // n]]["answer"], strict)
+                            for j, t in enumerate(texts)]).view(-1, n)  # (B, n)
+    r = correct.clone()
+    if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
+        with torch.no_grad(), autocast():
+            ref_lp, _ = token_logprobs(ref, ro.tokens, ro.valid, temperature)
+        r = r - kl_coef * (kl_penalty(ro.logprobs, ref_lp) * ro.mask).sum(1).view(-1, n)
+    a = adv_lib.compute(r, advantage, rollouts, ids, replay, replay_window, adv_eps)  # (B, rollouts)
+    trained = torch.zeros(len(ids), n, dtype=torch.bool)
+    trained[:, :rollouts] = True
+    zero_var = (correct == correct[:, :1]).all(1)  # (B,) every response of the prompt scored the same
+    if filter_zero_variance:
+        trained &= ~zero_var[:, None]
+    keep = trained.flatten()
+    rows = dict(tokens=ro.tokens[keep], mask=ro.mask[keep], old_logp=ro.logprobs[keep], valid=ro.valid[keep],
+                adv=a[trained[:, :rollouts]], finished=ro.finished[keep])
+    lengths = ro.mask.sum(1).float()
+    metrics = dict(reward=r[:, :rollouts].mean().item(), train_acc=correct[:, :rollouts].mean().item(),
+                   zero_var_frac=zero_var.float().mean().item(), response_len=lengths.mean().item(),
+                   tokens=int(lengths.sum().item()))
+    return rows, metrics
+
+
+def cat_rows(parts, limit):
+    """Concatenate the rows of several draws (at most `limit`), left-padding (N, T) tensors to one width."""
+    width = max(p["tokens"].size(1) for p in parts)
+    pad = lambda x: torch.nn.functional.pad(x, (width - x.size(1), 0)) if x.dim() == 2 else x
+    return {k: torch.cat([pad(p[k]) for p in parts])[:limit] for k in parts[0]}
+
+
+def update(policy, ref, opt, rows):
+    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns averaged stats."""
+    N = rows["tokens"].size(0)
+    mask = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)
+    totals, n_opt = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0), 0
+    n_mb = min(minibatches, N)
+    for _ in range(ppo_epochs):
+        for mb in torch.arange(N).chunk(n_mb):
+            n_tokens, n_seqs = mask[mb].sum().clamp(min=1).item(), len(mb)
+            mbs = micro_batch_size or len(mb)
+            for mi in mb.split(mbs):
+                m = mask[mi].float()
+                with autocast():
+                    logp, ent = token_logprobs(policy, rows["tokens"][mi], rows["valid"][mi], temperature)
+                a = rows["adv"][mi][:, None].expand_as(logp)  # (n, T): one advantage for all tokens of a response
+                loss, st = policy_loss(logp, rows["old_logp"][mi], a, m, n_tokens, n_seqs)
+                if entropy_coef > 0:
+                    loss = loss - entropy_coef * aggregate(ent, m, n_tokens, n_seqs)
+                if kl_coef > 0:
+                    with torch.no_grad(), autocast():
+                        ref_lp, _ = token_logprobs(ref, rows["tokens"][mi], rows["valid"][mi], temperature)
+                    kl = aggregate(kl_penalty(logp, ref_lp), m, n_tokens, n_seqs)
+                    totals["kl"] += kl.item()
+                    if not kl_in_reward:
+                        loss = loss + kl_coef * kl
+                loss.backward()
+                totals["loss"] += loss.item()
+                totals["entropy"] += ((ent * m).sum() / n_tokens).item()
+                totals["ratio"] += st["ratio"] / n_tokens
+                totals["clipfrac"] += st["clipfrac"] / n_tokens
+            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+            totals["grad_norm"] += norm.item()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            n_opt += 1
+    return {k: v / n_opt for k, v in totals.items()}
+
+
+def autocast():
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if dtype == "bfloat16" \
+        else nullcontext()
+
+
+def run_eval(policy, tok, splits, step):
+    out = {}
+    for name, problems in splits.items():
+        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + step)  # independent of training RNG
+        r = evaluate(policy, tok, task, problems, 1, (1,), True, temperature, max_new_tokens, eval_batch_size,
+                     gen, top_k, top_p, strict)
+        out[f"{name}_pass@1"], out[f"{name}_greedy"] = r["pass@1"], r["greedy_pass@1"]
+    return out
+
+
+def save_checkpoint(policy, tok, opt, step, draws, gen, replay):
+    """The policy as a Hugging Face directory (out_dir/ckpt), plus what a resume needs in train_state.pt."""
+    path = os.path.join(out_dir, "ckpt")
+    policy.save_pretrained(path)
+    tok.save_pretrained(path)
+    torch.save(dict(step=step, draws=draws, optimizer=opt.state_dict(), sampler_rng=gen.get_state(),
+                    torch_rng=torch.get_rng_state(), replay=replay), os.path.join(path, "train_state.pt"))
+
+
+def main():
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+    check_config(globals())
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+    path = resolve(init_from)
+    policy = Transformer.from_pretrained(path, device=device)
+    tok = AutoTokenizer.from_pretrained(path)
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if kl_coef > 0 else None  # frozen initial policy
+    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    train_set, test_set = data.load_split(task, "train"), data.load_split(task, "test")
+    k = eval_problems or None
+    eval_sets = dict(train=train_set[:k], test=test_set[:k])
+    gen = torch.Generator(device=device).manual_seed(seed)
+    replay, draws = {}, 0  # replay: {prompt id: last rewards}; draws: prompt batches taken from the data order
+    os.makedirs(out_dir, exist_ok=True)
+    log = open(os.path.join(out_dir, "log.jsonl"), "w")
+    t_start, ev = time.time(), run_eval(policy, tok, eval_sets, 0)
+    log.write(json.dumps(dict(step=0, time=0.0, responses=0, **ev)) + "\n")
+    bar = tqdm(range(1, max_steps + 1), desc="train", dynamic_ncols=True)
+    bar.set_postfix(test=f"{ev['test_pass@1']:.3f}")
+    responses = 0
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step - 1)
+        t0 = time.time()
+        parts, metrics = [], None
+        for _ in range(1 + resample_tries):  # DAPO dynamic sampling draws again while the batch is short
+            rows, m = sample_step(policy, ref, tok, train_set, draws, gen, replay)
+            draws += 1
+            parts.append(rows)
+            metrics = metrics or m  # the step's metrics describe its first draw: the policy's real batch
+            if sum(p["tokens"].size(0) for p in parts) >= batch_size * rollouts:
+                break
+        rows = cat_rows(parts, batch_size * rollouts)
+        responses += batch_size * (rollouts + extra_rollouts)
+        t1 = time.time()
+        stats = update(policy, ref, opt, rows) if rows["tokens"].size(0) else {}
+        t2 = time.time()
+        line = dict(step=step, time=round(t2 - t_start, 3), responses=responses, lr=lr_at(step - 1), **metrics,
+                    **stats, trained=rows["tokens"].size(0), sample_s=round(t1 - t0, 4),
+                    update_s=round(t2 - t1, 4), tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
+        if step % eval_interval == 0 or step == max_steps:
+            line.update(run_eval(policy, tok, eval_sets, step))
+            save_checkpoint(policy, tok, opt, step, draws, gen, replay)
+            bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
+        log.write(json.dumps(line) + "\n")
+        log.flush()
+    log.close()
+    print(f"done: test pass@1 {ev['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
+          f"(greedy {ev['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
+          f"checkpoint in {os.path.join(out_dir, 'ckpt')}")
+
+
+if __name__ == "__main__":
+    globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:]))
+    main()
