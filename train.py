@@ -7,10 +7,10 @@ Reinforcement fine-tuning with verifiable rewards, as batched contextual bandit 
 One step: prompts -> rollouts -> rewards -> advantages -> clipped policy-gradient update.
 Every design choice below is a global with a one-line comment; config files and --key=value set them.
 """
-import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -28,7 +28,7 @@ from rollout import completions, generate
 # -----------------------------------------------------------------------------
 # run
 out_dir = "out/arith"  # log.jsonl and checkpoints go here
-init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id
+init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id; "resume": continue out_dir
 seed = 0  # seeds data order, sampling and everything else
 device = "cpu"  # cpu | cuda
 dtype = "float32"  # float32 | bfloat16 (autocast, GPU)
@@ -240,13 +240,28 @@ def run_eval(policy, tok, splits, step):
     return out
 
 
-def save_checkpoint(policy, tok, opt, step, draws, gen, replay):
-    """The policy as a Hugging Face directory (out_dir/ckpt), plus what a resume needs in train_state.pt."""
-    path = os.path.join(out_dir, "ckpt")
-    policy.save_pretrained(path)
-    tok.save_pretrained(path)
-    torch.save(dict(step=step, draws=draws, optimizer=opt.state_dict(), sampler_rng=gen.get_state(),
-                    torch_rng=torch.get_rng_state(), replay=replay), os.path.join(path, "train_state.pt"))
+def save_checkpoint(policy, tok, opt, gen, state):
+    """out_dir/ckpt: the policy as a Hugging Face directory, plus train_state.pt with all a resume needs.
+    Written to ckpt.tmp and swapped in by renames, so a crash mid-write leaves the last good checkpoint."""
+    path, tmp, old = (os.path.join(out_dir, d) for d in ("ckpt", "ckpt.tmp", "ckpt.old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    torch.save(dict(state, optimizer=opt.state_dict(), sampler_rng=gen.get_state(), torch_rng=torch.get_rng_state()),
+               os.path.join(tmp, "train_state.pt"))
+    if os.path.exists(path):
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint():
+    """(model path, train state) of out_dir's last good checkpoint, for init_from="resume"."""
+    for d in ("ckpt", "ckpt.old"):  # ckpt.old survives only a crash between the two renames
+        path = os.path.join(out_dir, d)
+        if os.path.exists(os.path.join(path, "train_state.pt")):
+            return path, torch.load(os.path.join(path, "train_state.pt"), weights_only=True)
+    die(f"init_from=resume but {out_dir} holds no checkpoint")
 
 
 def main():
@@ -255,52 +270,67 @@ def main():
     check_config(globals())
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
-    path = resolve(init_from)
+    if init_from == "resume":
+        path, state = load_checkpoint()
+    else:  # step, prompt batches drawn, responses sampled, seconds, replay windows {prompt id: rewards}
+        path = resolve(init_from)
+        state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={})
     policy = Transformer.from_pretrained(path, device=device)
     tok = AutoTokenizer.from_pretrained(path)
-    ref = copy.deepcopy(policy).eval().requires_grad_(False) if kl_coef > 0 else None  # frozen initial policy
+    ref = None
+    if kl_coef > 0:  # the frozen *initial* policy, also when resuming
+        ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    gen = torch.Generator(device=device).manual_seed(seed)
     train_set, test_set = data.load_split(task, "train"), data.load_split(task, "test")
     k = eval_problems or None
     eval_sets = dict(train=train_set[:k], test=test_set[:k])
-    gen = torch.Generator(device=device).manual_seed(seed)
-    replay, draws = {}, 0  # replay: {prompt id: last rewards}; draws: prompt batches taken from the data order
     os.makedirs(out_dir, exist_ok=True)
-    log = open(os.path.join(out_dir, "log.jsonl"), "w")
-    t_start, ev = time.time(), run_eval(policy, tok, eval_sets, 0)
-    log.write(json.dumps(dict(step=0, time=0.0, responses=0, **ev)) + "\n")
-    bar = tqdm(range(1, max_steps + 1), desc="train", dynamic_ncols=True)
-    bar.set_postfix(test=f"{ev['test_pass@1']:.3f}")
-    responses = 0
+    log_path = os.path.join(out_dir, "log.jsonl")
+    if init_from == "resume":
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        with open(log_path) as f:  # drop lines logged after the checkpoint: those steps are redone
+            kept = [line for line in f if json.loads(line)["step"] <= state["step"]]
+    else:
+        kept = [json.dumps(dict(step=0, time=0.0, responses=0, **run_eval(policy, tok, eval_sets, 0))) + "\n"]
+    log = open(log_path, "w")
+    log.writelines(kept)
+    t_start = time.time() - state["elapsed"]
+    first = json.loads(kept[0])
+    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True)
+    line = first
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step - 1)
         t0 = time.time()
         parts, metrics = [], None
         for _ in range(1 + resample_tries):  # DAPO dynamic sampling draws again while the batch is short
-            rows, m = sample_step(policy, ref, tok, train_set, draws, gen, replay)
-            draws += 1
+            rows, m = sample_step(policy, ref, tok, train_set, state["draws"], gen, state["replay"])
+            state["draws"] += 1
             parts.append(rows)
             metrics = metrics or m  # the step's metrics describe its first draw: the policy's real batch
             if sum(p["tokens"].size(0) for p in parts) >= batch_size * rollouts:
                 break
         rows = cat_rows(parts, batch_size * rollouts)
-        responses += batch_size * (rollouts + extra_rollouts)
+        state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
         t1 = time.time()
         stats = update(policy, ref, opt, rows) if rows["tokens"].size(0) else {}
         t2 = time.time()
-        line = dict(step=step, time=round(t2 - t_start, 3), responses=responses, lr=lr_at(step - 1), **metrics,
-                    **stats, trained=rows["tokens"].size(0), sample_s=round(t1 - t0, 4),
+        line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
+                    **metrics, **stats, trained=rows["tokens"].size(0), sample_s=round(t1 - t0, 4),
                     update_s=round(t2 - t1, 4), tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
         if step % eval_interval == 0 or step == max_steps:
             line.update(run_eval(policy, tok, eval_sets, step))
-            save_checkpoint(policy, tok, opt, step, draws, gen, replay)
+            state.update(step=step, elapsed=time.time() - t_start)
+            save_checkpoint(policy, tok, opt, gen, state)
             bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
         log.write(json.dumps(line) + "\n")
         log.flush()
     log.close()
-    print(f"done: test pass@1 {ev['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
-          f"(greedy {ev['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
+    print(f"done: test pass@1 {first['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
+          f"(greedy {first['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
           f"checkpoint in {os.path.join(out_dir, 'ckpt')}")
 
 

@@ -1,0 +1,5 @@
+# The paper's rollouts experiment: 16 rollout(s) per prompt at a fixed batch of 32 prompts,
+# everything else the minimalist baseline (raw reward, no advantage trick).
+batch_size = 32
+rollouts = 16
+advantage = "none"
