@@ -23,7 +23,7 @@ def arith_pairs(digits=3):
     return {"test": pairs[:ARITH_SIZES["test"]], "train": pairs[ARITH_SIZES["test"]:]}
 
 
-def load_split(task, split):
+def load_split(task, split, data_path=""):
     """The problems of one split of a task."""
     if task == "arith":
         return [arith_problem(a, b) for a, b in arith_pairs()[split]]

@@ -54,7 +54,8 @@ def evaluate(model, tok, task, problems, n=1, ks=(1,), greedy=True, temperature=
 
 # -----------------------------------------------------------------------------
 init_from = "assets/tiny-arith"  # HF-format model directory (or hub id) to evaluate
-task = "arith"  # arith
+task = "arith"  # arith | gsm8k | math | math_full (see train.py)
+data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset
 splits = "train,test"  # comma-separated splits to evaluate
 n_samples = 8  # responses sampled per problem (pass@k needs k <= n_samples)
 temperature = 1.0  # sampling temperature of the sampled metrics
@@ -79,7 +80,7 @@ if __name__ == "__main__":
     ks = [k for k in (1, 2, 4, 8) if k <= n_samples]
     results = {"init_from": init_from, "task": task, "n_samples": n_samples, "temperature": temperature}
     for split in splits.split(","):
-        problems = data.load_split(task, split)
+        problems = data.load_split(task, split, data_path)
         r = evaluate(model, tok, task, problems, n_samples, ks, True, temperature, max_new_tokens,
                      eval_batch_size, gen)
         results[split] = r

@@ -38,7 +38,9 @@ eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
 eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
 eval_batch_size = 256  # prompts per sampler call at evaluation
 # task
-task = "arith"  # arith
+task = "arith"  # arith | gsm8k | math (train MATH-lighteval, test MATH-500) | math_full (test all 5000)
+data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset (same columns)
+max_prompt_tokens = 512  # longer prompts are dropped from the splits (with a count), as verl does
 strict = True  # strict answer format in the reward (GSM8K "#### n"); False = lenient extraction
 max_new_tokens = 8  # response length limit
 # rollouts
@@ -230,6 +232,17 @@ def autocast():
         else nullcontext()
 
 
+def fit_prompts(tok, problems, split):
+    """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
+    kept = [p for p in problems if len(data.encode_prompt(tok, task, p)) <= max_prompt_tokens]
+    if len(kept) < len(problems):
+        print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
+              f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
+    if not kept:
+        die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
+    return kept
+
+
 def run_eval(policy, tok, splits, step):
     out = {}
     for name, problems in splits.items():
@@ -282,7 +295,7 @@ def main():
         ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
     gen = torch.Generator(device=device).manual_seed(seed)
-    train_set, test_set = data.load_split(task, "train"), data.load_split(task, "test")
+    train_set, test_set = (fit_prompts(tok, data.load_split(task, s, data_path), s) for s in ("train", "test"))
     k = eval_problems or None
     eval_sets = dict(train=train_set[:k], test=test_set[:k])
     os.makedirs(out_dir, exist_ok=True)
