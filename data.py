@@ -3,9 +3,22 @@ Tasks and their splits, as lists of {"prompt": str, "answer": str}, and the prom
 
 - arith: the built-in task, 3-digit addition with zero-padded operands ("007+123=" -> "130"),
   generated from a seed; its splits are disjoint and never depend on the training seed.
+- gsm8k: openai/gsm8k (main), train 7473 / test 1319. The answer is the whole solution ending in
+  "#### 72", kept as is: reward.py takes the number after the "####".
+- math: train DigitalLearningGmbH/MATH-lighteval (7500; the answer is the solution, whose last \\boxed{}
+  reward.py extracts), test HuggingFaceH4/MATH-500 (its short `answer`).
+- math_full: MATH-lighteval's train and its whole test split (5000).
+
+data_path replaces the hub with local files in the hub's columns: a directory holding {split}.parquet,
+{split}.jsonl or hub-style shards {split}-*.parquet (a downloaded repo's data/ or main/ folder), or a
+single .parquet/.jsonl file, which then serves whichever split is asked (train and test alike).
 """
 import functools
+import glob
+import os
 import random
+
+from configurator import die
 
 ARITH_SEED = 1234  # fixes the arithmetic splits; the base policy in assets/tiny-arith was made on them
 ARITH_SIZES = {"train": 2000, "test": 500}
@@ -23,16 +36,98 @@ def arith_pairs(digits=3):
     return {"test": pairs[:ARITH_SIZES["test"]], "train": pairs[ARITH_SIZES["test"]:]}
 
 
+LIGHTEVAL = ("DigitalLearningGmbH/MATH-lighteval", "default")
+HUB = {  # task -> split -> (dataset, config); each hub split is named like ours
+    "gsm8k": {"train": ("openai/gsm8k", "main"), "test": ("openai/gsm8k", "main")},
+    "math": {"train": LIGHTEVAL, "test": ("HuggingFaceH4/MATH-500", None)},
+    "math_full": {"train": LIGHTEVAL, "test": LIGHTEVAL},
+}
+COLUMNS = {  # task -> (prompt column, answer columns by preference)
+    "gsm8k": ("question", ("answer",)),
+    # MATH-500's short answer where there is one, else MATH-lighteval's solution (reward.py reads its last \boxed{})
+    "math": ("problem", ("answer", "solution")),
+}
+INSTRUCTION = {  # the paper's prompt suffixes; they ask for the answer format reward.py reads
+    "gsm8k": 'Let\'s think step by step and output the final answer after "####".',
+    "math": "Let's think step by step and output the final answer within \\boxed{}.",
+}
+
+
+def load_or_die(what, hint, *args, **kwargs):
+    """datasets.load_dataset(*args, **kwargs); a failure ends the run with one line naming `what`."""
+    import datasets  # imported here: it takes seconds, and arith never needs it
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:
+        die(f"could not load {what}: {type(e).__name__}: {' '.join(str(e).split())}{hint}")
+
+
+def hub_split(task, split):
+    name, config = HUB[task][split]
+    hint = f"; download it and pass data_path=<a local copy> (a directory of {split}.parquet or .jsonl files)"
+    ds = load_or_die(f"{name} from the Hugging Face hub", hint, name, config, split=split)
+    return ds, f"{name} ({split} split)"
+
+
+def local_files(data_path, split):
+    """The file(s) holding one split: data_path itself if it is a file, else the first pattern that matches."""
+    if os.path.isfile(data_path):
+        return [data_path]
+    if not os.path.isdir(data_path):
+        die(f"data_path {data_path!r} does not exist")
+    for pattern in (f"{split}.parquet", f"{split}.jsonl", f"{split}-*.parquet"):
+        files = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
+        if files:
+            return files
+    die(f"data_path {data_path!r} has no {split}.parquet, {split}.jsonl or {split}-*.parquet")
+
+
+def local_split(data_path, split):
+    files = local_files(data_path, split)
+    builder = {".parquet": "parquet", ".jsonl": "json"}.get(os.path.splitext(files[0])[1])
+    if builder is None:
+        die(f"data_path {data_path!r} must be a .parquet or .jsonl file, or a directory of them")
+    # the builder puts all data_files in its one split, named "train" whichever split they hold
+    ds = load_or_die(", ".join(files), "", builder, data_files=files, split="train")
+    return ds, f"{', '.join(files)} ({split} split)"
+
+
+def to_problems(ds, task, where):
+    """The rows as problems, checked first: a bad column would otherwise surface mid-run as a KeyError."""
+    q, answers = COLUMNS[task]
+    a = next((c for c in answers if c in ds.column_names), " or ".join(answers))
+    missing = [c for c in (q, a) if c not in ds.column_names]
+    if missing:
+        die(f"{where} has no column {' and '.join(missing)}; its columns: {', '.join(ds.column_names) or 'none'}")
+    rows = ds.select_columns([q, a]).to_list()
+    if not rows:
+        die(f"{where} has no rows")
+    for i, row in enumerate(rows):
+        for c in (q, a):
+            if not isinstance(row[c], str) or not row[c].strip():
+                die(f"{where} row {i}: {c!r} must be a non-empty string, got {row[c]!r:.60}")
+    return [{"prompt": f"{row[q].strip()} {INSTRUCTION[task]}", "answer": row[a]} for row in rows]
+
+
 def load_split(task, split, data_path=""):
     """The problems of one split of a task."""
     if task == "arith":
         return [arith_problem(a, b) for a, b in arith_pairs()[split]]
-    raise ValueError(f"unknown task {task!r}")
+    if task not in HUB:
+        raise ValueError(f"unknown task {task!r}")
+    ds, where = local_split(data_path, split) if data_path else hub_split(task, split)
+    return to_problems(ds, "math" if task == "math_full" else task, where)
 
 
 def encode_prompt(tok, task, problem):
     """Token ids of a problem's prompt, as the policy sees it."""
-    return tok.encode(problem["prompt"], add_special_tokens=False)
+    if task == "arith":  # the tiny policy was trained on the raw prompt, no special tokens
+        return tok.encode(problem["prompt"], add_special_tokens=False)
+    if tok.chat_template:  # an instruct model: the prompt is one user turn, then the assistant's header
+        # return_dict=False: transformers 5 would return a BatchEncoding by default, 4.x a list either way
+        return list(tok.apply_chat_template([{"role": "user", "content": problem["prompt"]}],
+                                            add_generation_prompt=True, tokenize=True, return_dict=False))
+    return tok.encode(problem["prompt"], add_special_tokens=True)  # a BOS where the tokenizer has one
 
 
 @functools.lru_cache(maxsize=2)

@@ -26,12 +26,14 @@ def pass_at_k(n, c, k):
 @torch.no_grad()
 def correct_counts(model, tok, task, problems, n, temperature, max_new_tokens, batch_size, generator,
                    top_k=0, top_p=1.0, strict=True):
-    """How many of n responses to each problem earn reward 1: a list of ints, one per problem."""
+    """How many of n responses to each problem earn reward 1: a list of ints, one per problem.
+    generator: a torch.Generator, or a list with one per problem (see rollout.generate)."""
     stops, counts = data.stop_ids(tok), []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         prompts = [data.encode_prompt(tok, task, p) for p in chunk]
-        ro = generate(model, prompts, n, max_new_tokens, temperature, top_k, top_p, stops, generator)
+        g = generator[i:i + batch_size] if isinstance(generator, list) else generator  # one per problem, or shared
+        ro = generate(model, prompts, n, max_new_tokens, temperature, top_k, top_p, stops, g)
         texts = completions(ro, tok)
         for j, p in enumerate(chunk):
             counts.append(sum(reward.score(task, t, p["answer"], strict) for t in texts[j * n:(j + 1) * n]))

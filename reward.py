@@ -277,8 +277,8 @@ def score(task, completion, answer, strict=True):
         ok = _score_arith(completion, answer)
     elif task == "gsm8k":
         ok = _score_gsm8k(completion, answer, strict)
-    elif task == "math":
+    elif task in ("math", "math_full"):  # math_full only changes the test split (all 5000 MATH problems)
         ok = _score_math(completion, answer)
     else:
-        raise ValueError(f"unknown task {task!r}; expected 'arith', 'gsm8k' or 'math'")
+        raise ValueError(f"unknown task {task!r}; expected 'arith', 'gsm8k', 'math' or 'math_full'")
     return 1.0 if ok else 0.0

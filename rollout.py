@@ -21,8 +21,8 @@ class Rollout(NamedTuple):
     finished: torch.Tensor  # (N,) bool: the response ended with a stop token (else cut at max_new_tokens)
 
 
-def sample(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """logits (N, V) -> next tokens (N,) and their log-probs (N,).
+def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None):
+    """logits (N, V) and uniforms u (N,) in [0, 1) -> next tokens (N,) and their log-probs (N,).
     The log-prob is under the temperature-scaled policy before top-k/top-p truncation: the distribution
     the trainer recomputes (as in verl/TRL). temperature=0 is greedy, with log-probs at temperature 1."""
     logits = logits.float()
@@ -42,18 +42,25 @@ def sample(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     # inverse-CDF sampling with one uniform per row: ~20x cheaper on CPU than multinomial over a big vocab
     cdf = logits.softmax(-1).cumsum(-1)  # (N, V)
-    u = torch.rand(cdf.size(0), 1, generator=generator, device=cdf.device) * cdf[:, -1:]
-    tok = torch.searchsorted(cdf, u, right=True).squeeze(1)  # first token whose cdf exceeds u: never a p=0 one
+    u = torch.rand(cdf.size(0), device=cdf.device) if u is None else u
+    tok = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1)  # first cdf > u: never p=0
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
 @torch.no_grad()
 def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_id=None,
              generator=None):
-    """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids."""
+    """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids.
+    generator: one torch.Generator for the batch, or a list of one per prompt; the latter makes each
+    prompt's samples independent of how prompts are batched or sharded across ranks."""
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     N, T = B * n, P + max_new_tokens
+    if isinstance(generator, (list, tuple)):  # every uniform the sampler will use, drawn up front: (N, R)
+        u = torch.cat([torch.rand(n, max_new_tokens, generator=g, device=g.device) for g in generator])
+    else:
+        u = torch.rand(N, max_new_tokens, generator=generator, device=generator.device if generator else "cpu")
+    u = u.to(device)
     stop = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id),
                         device=device, dtype=torch.long)
     tokens = torch.zeros(N, T, dtype=torch.long, device=device)
@@ -75,7 +82,7 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
     logits = logits.repeat_interleave(n, 0)  # (N, V)
     pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
     for t in range(max_new_tokens):
-        tok, lp = sample(logits, temperature, top_k, top_p, generator)
+        tok, lp = sample(logits, temperature, top_k, top_p, u[:, t])
         live = ~done
         tokens[:, P + t] = tok.masked_fill(done, 0)
         logprobs[:, P + t] = lp.masked_fill(done, 0.0)

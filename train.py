@@ -18,6 +18,7 @@ from contextlib import nullcontext
 import torch
 
 import advantage as adv_lib
+import distributed as ddp
 import data
 import reward
 from configurator import configure, die
@@ -76,6 +77,7 @@ warmup_steps = 0  # linear warmup steps of the cosine schedule
 min_lr_ratio = 0.1  # final lr / peak lr of the cosine schedule
 weight_decay = 0.0  # AdamW weight decay
 grad_clip = 1.0  # max global grad norm; 0 = off
+max_bad_steps = 3  # stop after this many steps in a row with a non-finite loss or gradient (each is skipped)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
 
@@ -97,8 +99,11 @@ def check_config(c):
         die("advantage=extra needs extra_rollouts >= 1")
     if c["advantage"] != "extra" and c["extra_rollouts"]:
         die(f"extra_rollouts={c['extra_rollouts']} is only used by advantage=extra")
-    if c["batch_size"] * c["rollouts"] % c["minibatches"]:
-        die(f"minibatches={c['minibatches']} must divide batch_size*rollouts={c['batch_size'] * c['rollouts']}")
+    if c["batch_size"] < ddp.world or c["batch_size"] % ddp.world:
+        die(f"batch_size={c['batch_size']} must be a multiple of the world size {ddp.world}")
+    per_rank = c["batch_size"] // ddp.world * c["rollouts"]
+    if per_rank % c["minibatches"]:
+        die(f"minibatches={c['minibatches']} must divide the responses trained per rank ({per_rank})")
     if c["advantage"] in ("grpo", "dr_grpo") and c["rollouts"] == 1:
         print(f"warning: advantage={c['advantage']} with rollouts=1 has no group: it is the same as 'none'",
               file=sys.stderr)
@@ -150,59 +155,86 @@ def policy_loss(logp, old_logp, adv, mask, n_tokens, n_seqs):
     return aggregate(pg, m, n_tokens, n_seqs), stats
 
 
-def sample_step(policy, ref, tok, problems, step_draw, gen, replay):
-    """Rollouts of one prompt batch with rewards and advantages. Returns (rows, metrics) where rows is a dict
-    of per-sequence tensors for the trained samples only."""
-    ids = data.batch_indices(len(problems), batch_size, seed, step_draw)
-    prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids]
+def prompt_generators(kind, step, positions):
+    """One sampler generator per prompt, seeded by (seed, kind, step, position in the batch), so samples do
+    not depend on how prompts are batched or sharded over ranks, and a resume needs no sampler state."""
+    return [torch.Generator().manual_seed((((seed * 8 + kind) << 24) + step << 24) + i) for i in positions]
+
+
+def sample_step(policy, ref, tok, problems, draw, replay):
+    """Rollouts of one prompt batch, with rewards and advantages. Each rank samples its share of the prompts
+    (a prompt's whole group stays on one rank); rewards are gathered so the advantage sees the global batch.
+    Returns (rows, metrics): rows holds this rank's trained responses, per-sequence tensors."""
+    ids = data.batch_indices(len(problems), batch_size, seed, draw)  # global (B,)
+    b = batch_size // ddp.world
+    lo, hi = ddp.rank * b, (ddp.rank + 1) * b
     n = rollouts + extra_rollouts
+    prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids[lo:hi]]
     with autocast():
-        ro = generate(policy, prompts, n, max_new_tokens, temperature, top_k, top_p, data.stop_ids(tok), gen)
+        ro = generate(policy, prompts, n, max_new_tokens, temperature, top_k, top_p, data.stop_ids(tok),
+                      prompt_generators(0, draw, range(lo, hi)))
     texts = completions(ro, tok)
-    correct = torch.tensor([reward.score(task, t, problems[ids[j // n]]["answer"], strict)
-                            for j, t in enumerate(texts)]).view(-1, n)  # (B, n)
+    correct = torch.tensor([reward.score(task, t, problems[ids[lo + j // n]]["answer"], strict)
+                            for j, t in enumerate(texts)]).view(b, n)
     r = correct.clone()
     if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
         with torch.no_grad(), autocast():
             ref_lp, _ = token_logprobs(ref, ro.tokens, ro.valid, temperature)
-        r = r - kl_coef * (kl_penalty(ro.logprobs, ref_lp) * ro.mask).sum(1).view(-1, n)
+        r = r - kl_coef * (kl_penalty(ro.logprobs, ref_lp) * ro.mask).sum(1).view(b, n)
+    correct, r = ddp.gather_rows(correct), ddp.gather_rows(r)  # (B, n) on every rank
     a = adv_lib.compute(r, advantage, rollouts, ids, replay, replay_window, adv_eps)  # (B, rollouts)
-    trained = torch.zeros(len(ids), n, dtype=torch.bool)
-    trained[:, :rollouts] = True
     zero_var = (correct == correct[:, :1]).all(1)  # (B,) every response of the prompt scored the same
+    trained = torch.zeros(batch_size, n, dtype=torch.bool)
+    trained[:, :rollouts] = True
     if filter_zero_variance:
         trained &= ~zero_var[:, None]
-    keep = trained.flatten()
+    keep = trained[lo:hi].flatten()
     rows = dict(tokens=ro.tokens[keep], mask=ro.mask[keep], old_logp=ro.logprobs[keep], valid=ro.valid[keep],
-                adv=a[trained[:, :rollouts]], finished=ro.finished[keep])
+                adv=a[lo:hi][trained[lo:hi, :rollouts]], finished=ro.finished[keep])
     lengths = ro.mask.sum(1).float()
     metrics = dict(reward=r[:, :rollouts].mean().item(), train_acc=correct[:, :rollouts].mean().item(),
-                   zero_var_frac=zero_var.float().mean().item(), response_len=lengths.mean().item(),
-                   tokens=int(lengths.sum().item()))
+                   zero_var_frac=zero_var.float().mean().item(),
+                   response_len=ddp.all_sum(lengths.mean().item()) / ddp.world,
+                   tokens=int(ddp.all_sum(lengths.sum().item())))
     return rows, metrics
 
 
-def cat_rows(parts, limit):
-    """Concatenate the rows of several draws (at most `limit`), left-padding (N, T) tensors to one width."""
-    width = max(p["tokens"].size(1) for p in parts)
+def select_rows(parts):
+    """This rank's share of the first batch_size*rollouts trained responses over one or more draws, in the
+    order a single process would take them; (N, T) tensors are left-padded to one width."""
+    budget, taken, picked = batch_size * rollouts, 0, []
+    for p in parts:
+        counts = ddp.gather_ints(p["tokens"].size(0))  # rows kept by each rank in this draw
+        before = taken + sum(counts[:ddp.rank])
+        picked.append({k: v[:max(0, min(counts[ddp.rank], budget - before))] for k, v in p.items()})
+        taken += sum(counts)
+    width = max(p["tokens"].size(1) for p in picked)
     pad = lambda x: torch.nn.functional.pad(x, (width - x.size(1), 0)) if x.dim() == 2 else x
-    return {k: torch.cat([pad(p[k]) for p in parts])[:limit] for k in parts[0]}
+    return {k: torch.cat([pad(p[k]) for p in picked]) for k in picked[0]}
 
 
-def update(policy, ref, opt, rows):
-    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns averaged stats."""
-    N = rows["tokens"].size(0)
-    mask = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)
-    totals, n_opt = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0), 0
+def update(model, ref, opt, rows):
+    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns averaged stats.
+    model: the policy, DDP-wrapped under torchrun. Minibatch k takes rows k, k+M, k+2M, ... so every rank's
+    k-th minibatch is its share of the single-process one; loss normalizers are global totals."""
+    policy = getattr(model, "module", model)
+    N = ddp.all_max(rows["tokens"].size(0))  # ranks may keep different counts after the zero-variance filter
+    real = torch.arange(N) < rows["tokens"].size(0)
+    rows = {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, N - v.size(0))) for k, v in rows.items()}
+    mask = rows["mask"] & real[:, None] & (rows["finished"][:, None] if mask_truncated else True)
+    totals = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0)
+    n_opt, bad = 0, 0
     n_mb = min(minibatches, N)
     for _ in range(ppo_epochs):
-        for mb in torch.arange(N).chunk(n_mb):
-            n_tokens, n_seqs = mask[mb].sum().clamp(min=1).item(), len(mb)
-            mbs = micro_batch_size or len(mb)
-            for mi in mb.split(mbs):
+        for k in range(n_mb):
+            mb = torch.arange(k, N, n_mb)
+            n_tokens = max(ddp.all_sum(mask[mb].sum().item()), 1.0)
+            n_seqs = max(ddp.all_sum(real[mb].sum().item()), 1.0)
+            micro = mb.split(micro_batch_size or len(mb))
+            for i, mi in enumerate(micro):
                 m = mask[mi].float()
                 with autocast():
-                    logp, ent = token_logprobs(policy, rows["tokens"][mi], rows["valid"][mi], temperature)
+                    logp, ent = token_logprobs(model, rows["tokens"][mi], rows["valid"][mi], temperature)
                 a = rows["adv"][mi][:, None].expand_as(logp)  # (n, T): one advantage for all tokens of a response
                 loss, st = policy_loss(logp, rows["old_logp"][mi], a, m, n_tokens, n_seqs)
                 if entropy_coef > 0:
@@ -214,17 +246,25 @@ def update(policy, ref, opt, rows):
                     totals["kl"] += kl.item()
                     if not kl_in_reward:
                         loss = loss + kl_coef * kl
-                loss.backward()
+                # DDP averages gradients over ranks; our loss pieces are parts of one global sum, so undo the mean.
+                # All but the last micro-batch skip DDP's all-reduce (no_sync), which then reduces the sum.
+                sync = nullcontext() if i == len(micro) - 1 or ddp.world == 1 else model.no_sync()
+                with sync:
+                    (loss * ddp.world).backward()
                 totals["loss"] += loss.item()
                 totals["entropy"] += ((ent * m).sum() / n_tokens).item()
                 totals["ratio"] += st["ratio"] / n_tokens
                 totals["clipfrac"] += st["clipfrac"] / n_tokens
             norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-            totals["grad_norm"] += norm.item()
-            opt.step()
+            if torch.isfinite(norm):
+                opt.step()
+                totals["grad_norm"] += norm.item()
+            else:  # a NaN/inf loss or gradient: skip this optimizer step rather than poison the weights
+                bad += 1
             opt.zero_grad(set_to_none=True)
             n_opt += 1
-    return {k: v / n_opt for k, v in totals.items()}
+    stats = {k: ddp.all_sum(v) / n_opt for k, v in totals.items() if k != "grad_norm"}
+    return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_opt - bad), skipped=bad)
 
 
 def autocast():
@@ -235,7 +275,7 @@ def autocast():
 def fit_prompts(tok, problems, split):
     """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
     kept = [p for p in problems if len(data.encode_prompt(tok, task, p)) <= max_prompt_tokens]
-    if len(kept) < len(problems):
+    if len(kept) < len(problems) and ddp.rank == 0:
         print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
               f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
     if not kept:
@@ -244,24 +284,25 @@ def fit_prompts(tok, problems, split):
 
 
 def run_eval(policy, tok, splits, step):
+    """Sampled (T=temperature) and greedy pass@1 of each split, sharded over ranks: problem i on rank i % world."""
     out = {}
-    for name, problems in splits.items():
-        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + step)  # independent of training RNG
-        r = evaluate(policy, tok, task, problems, 1, (1,), True, temperature, max_new_tokens, eval_batch_size,
-                     gen, top_k, top_p, strict)
-        out[f"{name}_pass@1"], out[f"{name}_greedy"] = r["pass@1"], r["greedy_pass@1"]
+    for kind, (name, problems) in enumerate(splits.items(), start=1):
+        mine = range(ddp.rank, len(problems), ddp.world)
+        r = evaluate(policy, tok, task, [problems[i] for i in mine], 1, (1,), True, temperature, max_new_tokens,
+                     eval_batch_size, prompt_generators(kind, step, mine), top_k, top_p, strict)
+        out[f"{name}_pass@1"] = ddp.all_sum(r["pass@1"] * len(mine)) / len(problems)
+        out[f"{name}_greedy"] = ddp.all_sum(r["greedy_pass@1"] * len(mine)) / len(problems)
     return out
 
 
-def save_checkpoint(policy, tok, opt, gen, state):
+def save_checkpoint(policy, tok, opt, state):
     """out_dir/ckpt: the policy as a Hugging Face directory, plus train_state.pt with all a resume needs.
     Written to ckpt.tmp and swapped in by renames, so a crash mid-write leaves the last good checkpoint."""
     path, tmp, old = (os.path.join(out_dir, d) for d in ("ckpt", "ckpt.tmp", "ckpt.old"))
     shutil.rmtree(tmp, ignore_errors=True)
     policy.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    torch.save(dict(state, optimizer=opt.state_dict(), sampler_rng=gen.get_state(), torch_rng=torch.get_rng_state()),
-               os.path.join(tmp, "train_state.pt"))
+    torch.save(dict(state, optimizer=opt.state_dict()), os.path.join(tmp, "train_state.pt"))
     if os.path.exists(path):
         os.replace(path, old)
     os.replace(tmp, path)
@@ -278,8 +319,10 @@ def load_checkpoint():
 
 
 def main():
+    global device
     from tqdm import tqdm
     from transformers import AutoTokenizer
+    device = ddp.setup(device)
     check_config(globals())
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
@@ -293,58 +336,70 @@ def main():
     ref = None
     if kl_coef > 0:  # the frozen *initial* policy, also when resuming
         ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False)
+    model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    gen = torch.Generator(device=device).manual_seed(seed)
     train_set, test_set = (fit_prompts(tok, data.load_split(task, s, data_path), s) for s in ("train", "test"))
     k = eval_problems or None
     eval_sets = dict(train=train_set[:k], test=test_set[:k])
+    main_rank = ddp.rank == 0  # only rank 0 logs and checkpoints
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "log.jsonl")
     if init_from == "resume":
         opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
         with open(log_path) as f:  # drop lines logged after the checkpoint: those steps are redone
             kept = [line for line in f if json.loads(line)["step"] <= state["step"]]
     else:
         kept = [json.dumps(dict(step=0, time=0.0, responses=0, **run_eval(policy, tok, eval_sets, 0))) + "\n"]
-    log = open(log_path, "w")
-    log.writelines(kept)
+    log = open(log_path, "w") if main_rank else None
+    if main_rank:
+        log.writelines(kept)
     t_start = time.time() - state["elapsed"]
-    first = json.loads(kept[0])
-    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True)
-    line = first
+    first = line = json.loads(kept[0])
+    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True, disable=not main_rank)
+    bad_steps = 0
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step - 1)
         t0 = time.time()
         parts, metrics = [], None
         for _ in range(1 + resample_tries):  # DAPO dynamic sampling draws again while the batch is short
-            rows, m = sample_step(policy, ref, tok, train_set, state["draws"], gen, state["replay"])
+            rows, m = sample_step(policy, ref, tok, train_set, state["draws"], state["replay"])
             state["draws"] += 1
             parts.append(rows)
             metrics = metrics or m  # the step's metrics describe its first draw: the policy's real batch
-            if sum(p["tokens"].size(0) for p in parts) >= batch_size * rollouts:
+            if ddp.all_sum(sum(p["tokens"].size(0) for p in parts)) >= batch_size * rollouts:
                 break
-        rows = cat_rows(parts, batch_size * rollouts)
+        rows = select_rows(parts)
         state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
         t1 = time.time()
-        stats = update(policy, ref, opt, rows) if rows["tokens"].size(0) else {}
+        stats = update(model, ref, opt, rows) if ddp.all_sum(rows["tokens"].size(0)) else {}
         t2 = time.time()
+        bad_steps = bad_steps + 1 if stats.get("skipped") else 0
+        if stats.get("skipped") and main_rank:
+            print(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
+                  f"step(s)", file=sys.stderr)
+        if bad_steps >= max_bad_steps:
+            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
+                f"learning_rate; the last good checkpoint is in {out_dir}/ckpt)")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
-                    **metrics, **stats, trained=rows["tokens"].size(0), sample_s=round(t1 - t0, 4),
-                    update_s=round(t2 - t1, 4), tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
+                    **metrics, **stats, trained=int(ddp.all_sum(rows["tokens"].size(0))),
+                    sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
+                    tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
         if step % eval_interval == 0 or step == max_steps:
             line.update(run_eval(policy, tok, eval_sets, step))
             state.update(step=step, elapsed=time.time() - t_start)
-            save_checkpoint(policy, tok, opt, gen, state)
+            if main_rank:
+                save_checkpoint(policy, tok, opt, state)
             bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
-        log.write(json.dumps(line) + "\n")
-        log.flush()
-    log.close()
-    print(f"done: test pass@1 {first['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
-          f"(greedy {first['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
-          f"checkpoint in {os.path.join(out_dir, 'ckpt')}")
+        if main_rank:
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+    if main_rank:
+        log.close()
+        print(f"done: test pass@1 {first['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
+              f"(greedy {first['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
+              f"checkpoint in {os.path.join(out_dir, 'ckpt')}")
+    ddp.teardown()
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_zero_variance_filter(policy, monkeypatch):
     model, tok, problems = policy
     set_config(batch_size=4, rollouts=2, filter_zero_variance=True)
     scripted_rewards(monkeypatch, 2)
-    rows, m = train.sample_step(model, None, tok, problems, 0, torch.Generator().manual_seed(0), {})
+    rows, m = train.sample_step(model, None, tok, problems, 0, {})
     assert m["zero_var_frac"] == 0.5
     assert rows["tokens"].size(0) == 4  # only prompts 1 and 3 (mixed rewards), 2 responses each
     torch.testing.assert_close(rows["adv"], advantage.compute(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "none").flatten())
@@ -123,7 +123,7 @@ def test_extra_rollouts_feed_only_the_baseline(policy, monkeypatch):
     real_generate = train.generate
     monkeypatch.setattr(train, "generate", lambda *a: seen.append(real_generate(*a)) or seen[-1])
     scripted_rewards(monkeypatch, 4)
-    rows, _ = train.sample_step(model, None, tok, problems, 0, torch.Generator().manual_seed(0), {})
+    rows, _ = train.sample_step(model, None, tok, problems, 0, {})
     ro = seen[0]
     assert ro.tokens.size(0) == 12 and rows["tokens"].size(0) == 3
     assert torch.equal(rows["tokens"], ro.tokens[0::4])  # the first response of each prompt only
@@ -134,7 +134,7 @@ def test_extra_rollouts_feed_only_the_baseline(policy, monkeypatch):
 def test_mask_truncated_gives_no_gradient(policy):
     model, tok, problems = policy
     set_config(batch_size=4, max_new_tokens=2, mask_truncated=True)  # 2 tokens can't finish "ddd<eos>"
-    rows, _ = train.sample_step(model, None, tok, problems, 0, torch.Generator().manual_seed(0), {})
+    rows, _ = train.sample_step(model, None, tok, problems, 0, {})
     assert not rows["finished"].any()
     rows["adv"] = torch.ones(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -144,7 +144,7 @@ def test_mask_truncated_gives_no_gradient(policy):
 def test_update_ratio_is_one_on_the_first_epoch(policy):
     model, tok, problems = policy
     set_config(batch_size=8, rollouts=2, advantage="grpo", ppo_epochs=1)
-    rows, _ = train.sample_step(model, None, tok, problems, 0, torch.Generator().manual_seed(0), {})
+    rows, _ = train.sample_step(model, None, tok, problems, 0, {})
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     st = train.update(model, None, opt, rows)
     assert st["ratio"] == pytest.approx(1.0, abs=1e-5) and st["clipfrac"] == 0
@@ -168,9 +168,12 @@ def test_replay_state_and_resume_are_exact(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+DESIGN_CONFIGS = [p for p in sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+                  if configure(DEFAULTS, [p])["init_from"] == DEFAULTS["init_from"]]  # model/data configs need their hub model: see test_data.py
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg", sorted(glob.glob(os.path.join(ROOT, "config", "*.py"))),
-                         ids=lambda p: os.path.basename(p))
+@pytest.mark.parametrize("cfg", DESIGN_CONFIGS, ids=lambda p: os.path.basename(p))
 def test_every_config_runs_one_step(cfg, tmp_path):
     log = run(tmp_path, cfg, "--max_steps=1", "--eval_interval=1", "--eval_problems=8", "--max_new_tokens=6")
     c = configure(DEFAULTS, [cfg])

@@ -70,13 +70,26 @@ def test_seeded_generator_reproduces_and_n_samples_differ(tmp_path):
 def test_top_k_and_top_p_truncate():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
     g = torch.Generator().manual_seed(0)
-    tok, lp = sample(logits, top_k=2, generator=g)
+    u = lambda: torch.rand(4000, generator=g)
+    tok, lp = sample(logits, top_k=2, u=u())
     assert set(tok.tolist()) == {0, 1}
     torch.testing.assert_close(lp, torch.log(torch.tensor([0.5, 0.3]))[tok])  # untruncated policy's log-prob
-    tok, _ = sample(logits, top_p=0.8, generator=g)  # 0.5 + 0.3 reaches 0.8: the 0.15 and 0.05 go
+    tok, _ = sample(logits, top_p=0.8, u=u())  # 0.5 + 0.3 reaches 0.8: the 0.15 and 0.05 go
     assert set(tok.tolist()) == {0, 1}
-    tok, _ = sample(logits, top_p=0.81, generator=g)
+    tok, _ = sample(logits, top_p=0.81, u=u())
     assert set(tok.tolist()) == {0, 1, 2}
-    tok, _ = sample(logits, generator=g)  # plain sampling follows the distribution
+    tok, _ = sample(logits, u=u())  # plain sampling follows the distribution
     freq = torch.bincount(tok, minlength=4).float() / len(tok)
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
+
+
+def test_per_prompt_generators_make_samples_independent_of_batching(tmp_path):
+    path, _ = tiny_hf("qwen2", tmp_path)
+    model = Transformer.from_pretrained(path)
+    prompts = [[4, 5, 6], [7, 8], [9, 10, 11, 12]]
+    gens = lambda ids: [torch.Generator().manual_seed(100 + i) for i in ids]
+    together = generate(model, prompts, 3, 8, eos_id=[5, 6, 7], generator=gens(range(3)))
+    P = together.tokens.size(1) - 8
+    for i, p in enumerate(prompts):  # each prompt alone, as on another rank, samples the same responses
+        alone = generate(model, [p], 3, 8, eos_id=[5, 6, 7], generator=gens([i]))
+        assert torch.equal(alone.tokens[:, len(p):], together.tokens[3 * i:3 * i + 3, P:])

@@ -1,0 +1,124 @@
+"""torchrun/DDP equivalence, crash-safe checkpoints, non-finite guards (issue: scale out, never lose a run)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+from test_train import DEFAULTS, ROOT, run
+
+# lr 1e-5: DDP sums gradients in another order (~1e-7 apart); Adam's normalization turns that into weight
+# differences that scale with lr, so 1e-6 agreement needs a small step size to be meaningful
+FLAGS = ["--max_steps=2", "--eval_interval=2", "--eval_problems=16", "--batch_size=8", "--rollouts=2",
+         "--advantage=batch", "--minibatches=2", "--micro_batch_size=3", "--learning_rate=1e-5",
+         f"--init_from={ROOT}/assets/tiny-arith"]
+
+
+def train_cli(*args, env=None):
+    return subprocess.run([*args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path):
+    one = train_cli(sys.executable, "train.py", *FLAGS, f"--out_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = train_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                    "train.py", *FLAGS, f"--out_dir={tmp_path / 'two'}", env={"OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (load_file(tmp_path / d / "ckpt" / "model.safetensors") for d in ("one", "two"))
+    base = load_file(os.path.join(ROOT, "assets", "tiny-arith", "model.safetensors"))
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # training moved the weights
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    la, lb = ([json.loads(x) for x in open(tmp_path / d / "log.jsonl")] for d in ("one", "two"))
+    for x, y in zip(la, lb):  # same samples, rewards and evaluation: sampling is seeded per prompt
+        for k in ("reward", "train_acc", "zero_var_frac", "response_len", "trained", "test_pass@1",
+                  "train_greedy", "responses"):
+            assert x.get(k) == y.get(k), k
+
+
+def test_world_size_must_divide_the_batch(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(train.ddp, "world", 3)
+    with pytest.raises(SystemExit) as e:
+        train.check_config(dict(DEFAULTS, batch_size=8))
+    assert e.value.code == 2 and "multiple of the world size 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.check_config(dict(DEFAULTS, batch_size=2))  # smaller than the world
+
+
+def test_grpo_with_one_rollout_warns(capsys):
+    train.check_config(dict(DEFAULTS, advantage="grpo", rollouts=1))
+    assert "same as 'none'" in capsys.readouterr().err
+
+
+def test_nan_loss_is_skipped_then_stops(tmp_path, monkeypatch, capsys):
+    real = train.policy_loss
+    calls = []
+
+    def poisoned(*a):  # step 1 is fine, every later step's loss is NaN
+        loss, st = real(*a)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) > 1 else loss), st
+    monkeypatch.setattr(train, "policy_loss", poisoned)
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--max_steps=10", "--eval_interval=1", "--max_bad_steps=3")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "3 steps in a row had a non-finite loss" in err
+    assert err.count("non-finite loss or gradient, skipped") == 3
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    assert [line["skipped"] for line in log[1:]] == [0, 1, 1]  # the 4th step stopped before its line
+    # the weights never saw a NaN: the last checkpoint (step 3) holds finite weights
+    w = load_file(tmp_path / "ckpt" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import train, model
+from configurator import configure
+real = model.Transformer.save_pretrained
+def save_then_die(self, out):
+    real(self, out)
+    if {step!r} == train_state['step']:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-checkpoint: weights written, train_state.pt not yet
+train_state = {{'step': 0}}
+real_eval = train.run_eval
+def counting_eval(policy, tok, splits, step):
+    train_state['step'] = step
+    return real_eval(policy, tok, splits, step)
+train.run_eval = counting_eval
+model.Transformer.save_pretrained = save_then_die
+train.__dict__.update(configure({{k: getattr(train, k) for k in train.config_keys}}, sys.argv[1:]))
+train.main()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_checkpoint_still_resumes(tmp_path):
+    flags = ["--max_steps=4", "--eval_interval=2", "--eval_problems=16", "--batch_size=4",
+             f"--init_from={ROOT}/assets/tiny-arith", f"--out_dir={tmp_path}"]
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=ROOT, step=4))
+    p = train_cli(sys.executable, str(script), *flags)
+    assert p.returncode == -signal.SIGKILL
+    assert os.path.exists(tmp_path / "ckpt.tmp")  # the half-written checkpoint
+    state = torch.load(tmp_path / "ckpt" / "train_state.pt", weights_only=True)
+    assert state["step"] == 2  # the last good one is intact
+    p = train_cli(sys.executable, "train.py", *flags[:-2], f"--out_dir={tmp_path}", "--init_from=resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    assert [line["step"] for line in log] == [0, 1, 2, 3, 4]
+    assert torch.load(tmp_path / "ckpt" / "train_state.pt", weights_only=True)["step"] == 4
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--init_from=resume")
+    assert e.value.code == 2 and "holds no checkpoint" in capsys.readouterr().err
