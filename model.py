@@ -17,8 +17,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.utils.checkpoint import checkpoint
 
 from configurator import die
+
+try:  # optional, GPU only: FlashAttention-2's varlen kernel runs the packed training forward without padding
+    from flash_attn import flash_attn_varlen_func
+except ImportError:
+    flash_attn_varlen_func = None
+
+LOGIT_CHUNK = 2 ** 27  # fp32 logit elements materialized at once when computing log-probs (512 MB)
 
 FAMILIES = ("qwen2", "llama", "olmo2")
 
@@ -97,7 +105,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(q_dim, cfg["rms_norm_eps"])
             self.k_norm = RMSNorm(kv_dim, cfg["rms_norm_eps"])
 
-    def forward(self, x, cos, sin, mask, cache, layer):
+    def forward(self, x, cos, sin, mask, cache, layer, varlen=None):
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if hasattr(self, "q_norm"):
@@ -106,6 +114,11 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if varlen is not None:  # one packed row (B = 1) of sequences bounded by cu_seqlens
+            cu, max_len = varlen
+            q, k, v = (t[0].transpose(0, 1).contiguous() for t in (q, k, v))  # (total, H, D)
+            y = flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, causal=True)
+            return self.o_proj(y.reshape(1, T, -1))
         if cache is not None:
             k, v = cache.update(layer, k, v)
         causal = mask is None and T > 1  # no mask given: plain causal attention over unpadded rows
@@ -138,11 +151,11 @@ class Block(nn.Module):
         else:
             self.input_layernorm = RMSNorm(d, eps)
 
-    def forward(self, x, cos, sin, mask, cache, layer):
+    def forward(self, x, cos, sin, mask, cache, layer, varlen=None):
         if self.post_norm:  # OLMo-2
-            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer))
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer, varlen))
             return x + self.post_feedforward_layernorm(self.mlp(x))
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, varlen)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -178,6 +191,7 @@ class Transformer(nn.Module):
         if cfg["tie_word_embeddings"]:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.grad_checkpointing = False  # recompute each block in backward instead of storing its activations
 
     def init_weights(self, seed=0):
         """Random init (GPT-2 style, std 0.02) for models trained from scratch, e.g. the tiny arithmetic policy."""
@@ -191,10 +205,12 @@ class Transformer(nn.Module):
                 with torch.no_grad():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
-    def forward(self, idx, pos=None, mask=None, cache=None):
-        """idx (B, T) token ids -> logits (B, T, V).
+    def forward(self, idx, pos=None, mask=None, cache=None, varlen=None, targets=None, temperature=1.0):
+        """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), their log-probs and the
+        entropies (B, T, each) under softmax(logits / temperature), without all fp32 logits at once.
         pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
-        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend."""
+        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend;
+        varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention)."""
         B, T = idx.shape
         if pos is None:
             start = cache.pos if cache is not None else 0
@@ -204,10 +220,24 @@ class Transformer(nn.Module):
         x = self.model.embed_tokens(idx)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, mask, cache, i)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, mask, None, i, varlen, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache, i, varlen)
         if cache is not None:
             cache.pos += T
-        return self.lm_head(self.model.norm(x))
+        x = self.model.norm(x)
+        if targets is None:
+            return self.lm_head(x)
+        h, t = x.reshape(B * T, -1), targets.reshape(B * T)
+        n = max(1, LOGIT_CHUNK // self.cfg["vocab_size"])  # tokens per chunk
+        if n >= B * T:
+            lp, ent = head_logprobs(h, self.lm_head.weight, t, temperature)
+        else:  # each chunk's logits are recomputed in backward rather than kept: memory ~ one chunk
+            parts = [checkpoint(head_logprobs, h[i:i + n], self.lm_head.weight, t[i:i + n], temperature,
+                                use_reentrant=False) for i in range(0, B * T, n)]
+            lp, ent = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return lp.view(B, T), ent.view(B, T)
 
     def new_cache(self, batch, max_len):
         c, p = self.cfg, self.lm_head.weight
@@ -273,12 +303,37 @@ def positions(valid):
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def head_logprobs(h, weight, targets, temperature):
+    """h (N, D) final hidden states -> log-prob of targets (N,) and entropy (N,), in fp32."""
+    logp = F.log_softmax(F.linear(h, weight).float() / temperature, dim=-1)  # (N, V)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def use_flash(x):
+    return flash_attn_varlen_func is not None and x.is_cuda
+
+
 def token_logprobs(model, tokens, valid, temperature=1.0):
     """Log-prob and entropy of each token given those before it, under the temperature-scaled policy.
-    tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero at position 0 (nothing predicts it)."""
-    logits = model(tokens, positions(valid), padded_causal_mask(valid))[:, :-1].float() / temperature  # (B, T-1, V)
-    logp = F.log_softmax(logits, dim=-1)
-    lp = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    ent = -(logp.exp() * logp).sum(-1)
-    pad = lp.new_zeros(tokens.size(0), 1)
-    return torch.cat((pad, lp), 1), torch.cat((pad, ent), 1)
+    tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero where nothing predicts the token (first
+    real token of a row, padding). model may be DDP-wrapped: everything runs inside its forward."""
+    if not use_flash(tokens):  # SDPA over the padded batch
+        lp, ent = model(tokens, positions(valid), padded_causal_mask(valid), targets=tokens.roll(-1, 1),
+                        temperature=temperature)  # (B, T): column t scores token t+1
+        zero = lp.new_zeros(tokens.size(0), 1)
+        has_prev = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
+        return torch.cat((zero, lp[:, :-1]), 1) * has_prev, torch.cat((zero, ent[:, :-1]), 1) * has_prev
+    # FlashAttention varlen: the real tokens of all rows packed into one row, no compute spent on padding
+    # (each row's real tokens are contiguous: left-padded prompt, then the response)
+    lens = valid.sum(1)
+    cu = F.pad(lens.cumsum(0), (1, 0)).to(torch.int32)  # (B+1,) sequence boundaries in the packed row
+    flat = tokens[valid]  # (total,)
+    lp, ent = model(flat[None], positions(valid)[valid][None], varlen=(cu, int(lens.max())),
+                    targets=flat.roll(-1)[None], temperature=temperature)  # (1, total): next-token scores
+    first = torch.zeros_like(flat, dtype=torch.bool)
+    first[cu[:-1].long()] = True  # a row's first token is predicted by nothing (not the previous row)
+    lp = torch.cat((lp.new_zeros(1), lp[0, :-1])).masked_fill(first, 0.0)
+    ent = torch.cat((ent.new_zeros(1), ent[0, :-1])).masked_fill(first, 0.0)
+    out_lp, out_ent = torch.zeros(tokens.shape, device=tokens.device), torch.zeros(tokens.shape, device=tokens.device)
+    out_lp[valid], out_ent[valid] = lp, ent
+    return out_lp, out_ent

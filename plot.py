@@ -72,8 +72,9 @@ def pick_baseline(runs, name=""):
 
 def summarize(runs, baseline):
     """One row per group: name, seeds, and (mean, std) over seeds of final and best train/test pass@1,
-    the gain in final test pass@1 over the baseline's mean, the run time (s), and responses sampled per
-    point (1%) of test pass@1 gained since step 0 (None when some seed gained nothing)."""
+    the gain in final test pass@1 over the baseline's mean (None without baseline runs), the time of the
+    last log line (s: training and evaluations but not start-up), and responses sampled per point (1%) of
+    test pass@1 gained since step 0 (None when some seed gained nothing)."""
     base = np.mean([r["evals"][-1]["test_pass@1"] for r in runs[baseline]]) if baseline in runs else None
     rows = []
     for name, group in runs.items():
@@ -83,7 +84,8 @@ def summarize(runs, baseline):
         for k in METRICS:
             row[f"final_{k}"] = mean_std([line[k] for line in last])
             row[f"best_{k}"] = mean_std([max(line[k] for line in r["evals"]) for r in group])
-        row["gain"] = None if base is None else mean_std([line["test_pass@1"] - base for line in last])
+        mean, std = row["final_test_pass@1"]
+        row["gain"] = None if base is None else (mean - base, std)  # mean - base: exactly 0 for the baseline
         row["time"] = mean_std([line["time"] for line in last])
         row["per_point"] = None if min(gained) <= 0 else \
             mean_std([line["responses"] / (100 * g) for line, g in zip(last, gained)])
@@ -92,14 +94,14 @@ def summarize(runs, baseline):
 
 
 def cell(ms, scale=1.0, fmt=".1f"):
-    """'mean ± std' of a (mean, std) pair, 'n/a' for None."""
-    return "n/a" if ms is None else f"{scale * ms[0]:{fmt}} ± {scale * ms[1]:{fmt[-3:]}}"
+    """'mean ± std' of a (mean, std) pair, 'n/a' for None; a sign flag in fmt (+.1f) is for the mean only."""
+    return "n/a" if ms is None else f"{scale * ms[0]:{fmt}} ± {scale * ms[1]:{fmt.lstrip('+')}}"
 
 
 def table(rows, baseline):
     """The markdown table of summarize()'s rows, pass@1 in %."""
     head = ["design choice", "seeds", "final train", "best train", "final test", "best test",
-            f"gain vs {baseline}", "time (s)", "responses / point"]
+            f"gain vs {baseline}", "train time (s)", "responses / point"]
     lines = [f"pass@1 in %, mean ± std over seeds. Gain: final test pass@1 minus the mean of baseline "
              f"`{baseline}`'s. Responses / point: responses sampled / test pass@1 points gained since step 0.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

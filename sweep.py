@@ -148,8 +148,8 @@ def main(argv=None):
         die(f"--baseline={args.baseline} is not an entry of the pipeline: {', '.join(entries)}")
     base = [args.base] if args.base else []
     # seed-major, so that every entry has a seed early on; numbered in that order
-    runs = [dict(name=name, seed=s, dir=os.path.join(args.out, name, f"seed{s}"), args=[*base, *cfg, f"--seed={s}", *extra])
-            for s in range(args.seeds) for name, cfg in entries.items()]
+    runs = [dict(name=name, seed=s, dir=os.path.join(args.out, name, f"seed{s}"),
+                 args=[*base, *cfg, f"--seed={s}", *extra]) for s in range(args.seeds) for name, cfg in entries.items()]
     for i, run in enumerate(runs, 1):
         run.update(index=f"{i}/{len(runs)}", fingerprint=fingerprint(run["args"]))
     pool = ThreadPoolExecutor(args.jobs)

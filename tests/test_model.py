@@ -79,3 +79,61 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         Transformer.from_pretrained(str(tmp_path / "nope"))
     assert e.value.code == 2
+
+
+def padded_batch():
+    """Left-padded prompts and right-padded responses, as the sampler returns them."""
+    tokens = torch.randint(1, 61, (3, 10))
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[0, :3] = False  # left padding
+    valid[1, 8:] = False  # right padding after a stop token
+    valid[2, :1] = False
+    valid[2, 7:] = False
+    return tokens.masked_fill(~valid, 0), valid
+
+
+def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monkeypatch):
+    import model as model_lib
+    path, _ = tiny_hf("olmo2", tmp_path)
+    tokens, valid = padded_batch()
+
+    def run(chunk, ckpt):
+        m = Transformer.from_pretrained(path).train()
+        m.grad_checkpointing = ckpt
+        monkeypatch.setattr(model_lib, "LOGIT_CHUNK", chunk)
+        lp, ent = token_logprobs(m, tokens, valid)
+        (lp.sum() + ent.sum()).backward()
+        return lp, ent, [p.grad for p in m.parameters()]
+    want = run(2 ** 27, False)
+    for chunk, ckpt in ((61 * 4, False), (2 ** 27, True), (61 * 7, True)):  # 4 and 7 tokens per chunk
+        got = run(chunk, ckpt)
+        torch.testing.assert_close(got[0], want[0], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(got[1], want[1], atol=1e-6, rtol=1e-5)
+        for g, w in zip(got[2], want[2]):
+            torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
+    lp = want[0]
+    assert (lp[~valid] == 0).all() and (lp[:, 0] == 0).all() and lp[0, 3] == 0 and lp[2, 1] == 0
+
+
+def test_packed_varlen_path_matches_padded_sdpa(tmp_path, monkeypatch):
+    """The FlashAttention path's packing, checked on CPU with a stand-in for flash_attn_varlen_func."""
+    import torch.nn.functional as F
+
+    import model as model_lib
+
+    def varlen_reference(q, k, v, cu_q, cu_k, max_q, max_k, causal):  # (total, H, D) per sequence, via SDPA
+        out = []
+        for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+            out.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, enable_gqa=True)[0].transpose(0, 1))
+        return torch.cat(out)
+    path, _ = tiny_hf("qwen2", tmp_path)
+    m = Transformer.from_pretrained(path)
+    tokens, valid = padded_batch()
+    with torch.no_grad():
+        want = token_logprobs(m, tokens, valid, temperature=0.9)
+        monkeypatch.setattr(model_lib, "use_flash", lambda x: True)
+        monkeypatch.setattr(model_lib, "flash_attn_varlen_func", varlen_reference)
+        got = token_logprobs(m, tokens, valid, temperature=0.9)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
