@@ -241,7 +241,9 @@ class Transformer(nn.Module):
 
     def new_cache(self, batch, max_len):
         c, p = self.cfg, self.lm_head.weight
-        return KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], p.dtype, p.device)
+        kind = p.device.type  # under autocast keys/values come out in bf16: store them so, at half the memory
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
+        return KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):

@@ -1,6 +1,5 @@
 """Each design choice of train.py on crafted inputs with exact expected values, and every config file."""
 import glob
-import json
 import math
 import os
 

@@ -1,0 +1,155 @@
+"""sweep.py and plot.py on a tiny real sweep: 2 configs x 2 seeds x 2 steps of train.py, run once per module."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import plot
+import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINE = "config/minimal.py,config/grpo_8rollouts.py"
+TINY = ["--max_steps=2", "--eval_interval=1", "--eval_problems=16", "--batch_size=4"]
+GROUPS = ("minimal", "grpo_8rollouts")
+
+
+def run_sweep(out, pipeline=PIPELINE):
+    """sweep.py as a user runs it: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "sweep.py", pipeline, "--seeds=2", f"--out={out}", *TINY], cwd=ROOT,
+                       capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """(sweep dir, exit code, stdout) of the tiny sweep; tests that change the dir work on a copy."""
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    rc, stdout, _ = run_sweep(out)
+    return out, rc, stdout
+
+
+def copy_of(swept, tmp_path):
+    return shutil.copytree(swept[0], tmp_path / "s")  # copy2 keeps mtimes
+
+
+def table_rows(path):
+    """{design choice: [cells]} of a results.md table."""
+    rows = [line.strip("|\n").split(" | ") for line in open(path) if line.startswith("| ")][1:]
+    return {cells[0].strip(): [c.strip() for c in cells] for cells in rows}
+
+
+def test_sweep_writes_a_log_per_run_and_the_table(swept):
+    out, rc, stdout = swept
+    assert rc == 0, stdout
+    for g in GROUPS:
+        for s in (0, 1):
+            d = out / g / f"seed{s}"
+            assert [json.loads(line)["step"] for line in open(d / "log.jsonl")] == [0, 1, 2]
+            assert (d / "done.json").exists() and (d / "ckpt" / "train_state.pt").exists()
+            assert open(d / "train.out").readline().startswith("$ ")  # the command, to rerun it by hand
+            assert f"{g} seed{s}: done in" in stdout
+    assert stdout.count(": start") == 4
+    assert list(table_rows(out / "results.md")) == list(GROUPS)  # pipeline order, the baseline first
+
+
+def test_png_when_matplotlib_is_installed(swept):
+    pytest.importorskip("matplotlib")
+    assert os.path.getsize(swept[0] / "results.png") > 1000
+
+
+def test_table_numbers_equal_the_logs_by_hand(swept):
+    out = swept[0]
+    evals = {g: [[line for line in map(json.loads, open(f)) if "test_pass@1" in line]
+                 for f in sorted(glob.glob(str(out / g / "seed*" / "log.jsonl")))] for g in GROUPS}
+    pm = lambda x, f=".1f", scale=100: f"{scale * np.mean(x):{f}} ± {scale * np.std(x, ddof=1):{f.lstrip('+')}}"
+    base = np.mean([e[-1]["test_pass@1"] for e in evals["minimal"]])
+    rows = table_rows(out / "results.md")
+    for g, runs in evals.items():
+        final = lambda k: [e[-1][k] for e in runs]
+        best = lambda k: [max(line[k] for line in e) for e in runs]
+        gained = [e[-1]["test_pass@1"] - e[0]["test_pass@1"] for e in runs]
+        per_point = "n/a" if min(gained) <= 0 else \
+            pm([e[-1]["responses"] / (100 * d) for e, d in zip(runs, gained)], ".0f", 1)
+        gain = 100 * (np.mean(final("test_pass@1")) - base)
+        expected = [g, "2", pm(final("train_pass@1")), pm(best("train_pass@1")), pm(final("test_pass@1")),
+                    pm(best("test_pass@1")), f"{gain:+.1f} ± {100 * np.std(final('test_pass@1'), ddof=1):.1f}",
+                    pm(final("time"), ".0f", 1), per_point]
+        assert rows[g] == expected
+    assert rows["minimal"][6].startswith("+0.0 ± ")  # the baseline's own gain
+
+
+def test_restart_skips_finished_runs_and_reruns_a_killed_one(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
+    killed = out / "grpo_8rollouts" / "seed1"
+    (killed / "done.json").unlink()  # as a run stopped midway: no done.json, a log without its last step
+    lines = open(killed / "log.jsonl").readlines()
+    open(killed / "log.jsonl", "w").writelines(lines[:2])
+    logs = sorted(set(glob.glob(str(out / "*" / "seed*" / "log.jsonl"))) - {str(killed / "log.jsonl")})
+    mtimes = [os.path.getmtime(f) for f in logs]
+    rc, stdout, stderr = run_sweep(out)
+    assert rc == 0, stderr
+    assert stdout.count(": skip, finished") == 3 and stdout.count(": start") == 1
+    assert "grpo_8rollouts seed1: start" in stdout
+    assert [os.path.getmtime(f) for f in logs] == mtimes
+    assert [json.loads(line)["step"] for line in open(killed / "log.jsonl")] == [0, 1, 2]
+
+
+def test_changed_args_are_not_finished(swept, monkeypatch):
+    monkeypatch.chdir(ROOT)  # config paths are relative to the repo root
+    args = ["config/sweep_cpu.py", "config/minimal.py", "--seed=0", *TINY]
+    run = dict(dir=str(swept[0] / "minimal" / "seed0"), fingerprint=sweep.fingerprint(args))
+    assert sweep.finished(run)
+    run["fingerprint"] = sweep.fingerprint(args[:-1])
+    assert not sweep.finished(run)
+
+
+def test_a_failed_run_does_not_stop_the_sweep(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
+    bad = tmp_path / "bad.py"
+    bad.write_text("rollouts = 'many'\n")  # train.py rejects it (exit 2)
+    rc, stdout, stderr = run_sweep(out, f"config/minimal.py,{bad}")
+    assert rc == 1
+    assert "error: 2 of 4 runs failed: bad/seed0, bad/seed1" in stderr
+    assert stdout.count("minimal seed") == 2 and "skip, finished" in stdout
+    assert "must be int" in open(out / "bad" / "seed0" / "train.out").read()
+    assert list(table_rows(out / "results.md")) == ["minimal"]  # the table of the runs that finished
+
+
+def test_plot_without_matplotlib_writes_the_table_and_says_how(swept, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    plot.main([str(swept[0]), f"--out={tmp_path / 'r'}"])
+    assert "pip install matplotlib" in capsys.readouterr().out
+    assert not (tmp_path / "r.png").exists()
+    assert table_rows(tmp_path / "r.md") == table_rows(swept[0] / "results.md")  # baseline: minimal by name
+
+
+def test_plot_groups_seed_dirs_by_their_parent_and_plain_out_dirs_by_their_name(swept, tmp_path):
+    plain = shutil.copytree(swept[0] / "minimal" / "seed1", tmp_path / "my_run")
+    runs = plot.load_runs([str(swept[0] / "minimal" / "seed0"), str(swept[0] / "grpo_8rollouts"), str(plain)])
+    assert {g: len(r) for g, r in runs.items()} == {"minimal": 1, "grpo_8rollouts": 2, "my_run": 1}
+
+
+@pytest.mark.parametrize("main, argv, msg", [
+    (sweep.main, ["nope"], "unknown pipeline 'nope'"),
+    (sweep.main, ["advantage", "--seed=1"], "use --seeds"),
+    (sweep.main, ["advantage", "--baseline=grpo2"], "not an entry"),
+    (plot.main, ["no/such/dir"], "holds no log.jsonl"),
+])
+def test_user_errors_end_with_one_line(main, argv, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and msg in err and err.count("\n") == 1
+
+
+def test_every_pipeline_config_exists():
+    for entries in sweep.PIPELINES.values():
+        for cfg in entries.values():
+            for arg in cfg:
+                assert arg.startswith("--") or os.path.exists(os.path.join(ROOT, arg)), arg
+    assert len(sweep.PIPELINES["all"]) == sum(len(p) for k, p in sweep.PIPELINES.items() if k != "all")
