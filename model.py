@@ -205,12 +205,14 @@ class Transformer(nn.Module):
                 with torch.no_grad():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
-    def forward(self, idx, pos=None, mask=None, cache=None, varlen=None, targets=None, temperature=1.0):
+    def forward(self, idx, pos=None, mask=None, cache=None, varlen=None, targets=None, temperature=1.0,
+                entropy_grad=False):
         """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), their log-probs and the
         entropies (B, T, each) under softmax(logits / temperature), without all fp32 logits at once.
         pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
         (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend;
-        varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention)."""
+        varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention);
+        entropy_grad: whether the returned entropy needs a gradient (an entropy bonus)."""
         B, T = idx.shape
         if pos is None:
             start = cache.pos if cache is not None else 0
@@ -232,10 +234,10 @@ class Transformer(nn.Module):
         h, t = x.reshape(B * T, -1), targets.reshape(B * T)
         n = max(1, LOGIT_CHUNK // self.cfg["vocab_size"])  # tokens per chunk
         if n >= B * T:
-            lp, ent = head_logprobs(h, self.lm_head.weight, t, temperature)
+            lp, ent = head_logprobs(h, self.lm_head.weight, t, temperature, entropy_grad)
         else:  # each chunk's logits are recomputed in backward rather than kept: memory ~ one chunk
             parts = [checkpoint(head_logprobs, h[i:i + n], self.lm_head.weight, t[i:i + n], temperature,
-                                use_reentrant=False) for i in range(0, B * T, n)]
+                                entropy_grad, use_reentrant=False) for i in range(0, B * T, n)]
             lp, ent = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return lp.view(B, T), ent.view(B, T)
 
@@ -305,23 +307,27 @@ def positions(valid):
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def head_logprobs(h, weight, targets, temperature):
-    """h (N, D) final hidden states -> log-prob of targets (N,) and entropy (N,), in fp32."""
-    logp = F.log_softmax(F.linear(h, weight).float() / temperature, dim=-1)  # (N, V)
-    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+def head_logprobs(h, weight, targets, temperature, entropy_grad):
+    """h (N, D) final hidden states -> log-prob of targets (N,) and entropy (N,), in fp32.
+    The entropy gets a graph only when a loss term uses it: otherwise autograd would keep (N, V) tensors."""
+    logits = F.linear(h, weight).float()  # (N, V)
+    logp = F.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        ent = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), ent
 
 
 def use_flash(x):
     return flash_attn_varlen_func is not None and x.is_cuda
 
 
-def token_logprobs(model, tokens, valid, temperature=1.0):
+def token_logprobs(model, tokens, valid, temperature=1.0, entropy_grad=False):
     """Log-prob and entropy of each token given those before it, under the temperature-scaled policy.
     tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero where nothing predicts the token (first
     real token of a row, padding). model may be DDP-wrapped: everything runs inside its forward."""
     if not use_flash(tokens):  # SDPA over the padded batch
         lp, ent = model(tokens, positions(valid), padded_causal_mask(valid), targets=tokens.roll(-1, 1),
-                        temperature=temperature)  # (B, T): column t scores token t+1
+                        temperature=temperature, entropy_grad=entropy_grad)  # (B, T): column t scores token t+1
         zero = lp.new_zeros(tokens.size(0), 1)
         has_prev = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
         return torch.cat((zero, lp[:, :-1]), 1) * has_prev, torch.cat((zero, ent[:, :-1]), 1) * has_prev
@@ -331,7 +337,7 @@ def token_logprobs(model, tokens, valid, temperature=1.0):
     cu = F.pad(lens.cumsum(0), (1, 0)).to(torch.int32)  # (B+1,) sequence boundaries in the packed row
     flat = tokens[valid]  # (total,)
     lp, ent = model(flat[None], positions(valid)[valid][None], varlen=(cu, int(lens.max())),
-                    targets=flat.roll(-1)[None], temperature=temperature)  # (1, total): next-token scores
+                    targets=flat.roll(-1)[None], temperature=temperature, entropy_grad=entropy_grad)  # (1, total)
     first = torch.zeros_like(flat, dtype=torch.bool)
     first[cu[:-1].long()] = True  # a row's first token is predicted by nothing (not the previous row)
     lp = torch.cat((lp.new_zeros(1), lp[0, :-1])).masked_fill(first, 0.0)

@@ -235,7 +235,8 @@ def update(model, ref, opt, rows):
             for i, mi in enumerate(micro):
                 m = mask[mi].float()
                 with autocast():
-                    logp, ent = token_logprobs(model, rows["tokens"][mi], rows["valid"][mi], temperature)
+                    logp, ent = token_logprobs(model, rows["tokens"][mi], rows["valid"][mi], temperature,
+                                               entropy_grad=entropy_coef > 0)
                 a = rows["adv"][mi][:, None].expand_as(logp)  # (n, T): one advantage for all tokens of a response
                 loss, st = policy_loss(logp, rows["old_logp"][mi], a, m, n_tokens, n_seqs)
                 if entropy_coef > 0:

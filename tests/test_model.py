@@ -101,7 +101,7 @@ def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monke
         m = Transformer.from_pretrained(path).train()
         m.grad_checkpointing = ckpt
         monkeypatch.setattr(model_lib, "LOGIT_CHUNK", chunk)
-        lp, ent = token_logprobs(m, tokens, valid)
+        lp, ent = token_logprobs(m, tokens, valid, entropy_grad=True)
         (lp.sum() + ent.sum()).backward()
         return lp, ent, [p.grad for p in m.parameters()]
     want = run(2 ** 27, False)

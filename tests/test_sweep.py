@@ -108,15 +108,19 @@ def test_changed_args_are_not_finished(swept, monkeypatch):
     assert not sweep.finished(run)
 
 
-def test_a_failed_run_does_not_stop_the_sweep(swept, tmp_path):
+def test_a_failed_run_does_not_stop_the_sweep(swept, tmp_path, monkeypatch, capsys):
     out = copy_of(swept, tmp_path)
-    bad = tmp_path / "bad.py"
-    bad.write_text("rollouts = 'many'\n")  # train.py rejects it (exit 2)
-    rc, stdout, stderr = run_sweep(out, f"config/minimal.py,{bad}")
-    assert rc == 1
-    assert "error: 2 of 4 runs failed: bad/seed0, bad/seed1" in stderr
-    assert stdout.count("minimal seed") == 2 and "skip, finished" in stdout
-    assert "must be int" in open(out / "bad" / "seed0" / "train.out").read()
+    fake = tmp_path / "fails.py"
+    fake.write_text("import sys; sys.exit('boom')\n")  # a train.py that fails at once (exit 1)
+    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as e:  # minimal's runs are finished, so only rloo's run (and fail)
+        sweep.main(["config/minimal.py,config/rloo.py", "--seeds=2", f"--out={out}", *TINY])
+    stdout, stderr = capsys.readouterr()
+    assert e.value.code == 1
+    assert "error: 2 of 4 runs failed: rloo/seed0, rloo/seed1 (see their train.out)" in stderr
+    assert stdout.count("skip, finished") == 2 and stdout.count("FAILED (exit 1)") == 2
+    assert "boom" in open(out / "rloo" / "seed0" / "train.out").read()
     assert list(table_rows(out / "results.md")) == ["minimal"]  # the table of the runs that finished
 
 
