@@ -95,6 +95,17 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
     return Rollout(tokens, mask, logprobs, valid | mask, done)
 
 
+def pad_left(x, width):
+    """(N, T) -> (N, width) with zeros/False on the left; other shapes pass through."""
+    return F.pad(x, (width - x.size(1), 0)) if x.dim() == 2 else x
+
+
+def cat(rollouts):
+    """One Rollout from several (e.g. sampled in chunks), left-padded to a common width."""
+    width = max(r.tokens.size(1) for r in rollouts)
+    return Rollout(*(torch.cat([pad_left(getattr(r, f), width) for r in rollouts]) for f in Rollout._fields))
+
+
 def completions(rollout, tok):
     """Decoded response texts (N,), without their stop token."""
     out = []

@@ -24,7 +24,7 @@ import reward
 from configurator import configure, die
 from evaluate import evaluate
 from model import Transformer, resolve, token_logprobs
-from rollout import completions, generate
+from rollout import cat, completions, generate, pad_left
 
 # -----------------------------------------------------------------------------
 # run
@@ -51,6 +51,7 @@ extra_rollouts = 0  # responses per prompt used only for the baseline (advantage
 temperature = 1.0  # sampling temperature (the policy the loss sees is scaled the same way)
 top_k = 0  # 0 = off
 top_p = 1.0  # 1.0 = off
+sample_batch_size = 0  # prompts per sampler call, bounding KV-cache memory; 0 = all of a step's prompts at once
 # advantage
 advantage = "none"  # none | grpo | dr_grpo | rloo | batch | extra | replay (see advantage.py)
 adv_eps = 1e-6  # added to std in normalizing estimators
@@ -171,9 +172,10 @@ def sample_step(policy, ref, tok, problems, draw, replay):
     lo, hi = ddp.rank * b, (ddp.rank + 1) * b
     n = rollouts + extra_rollouts
     prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids[lo:hi]]
+    gens, c = prompt_generators(0, draw, range(lo, hi)), sample_batch_size or b
     with autocast():
-        ro = generate(policy, prompts, n, max_new_tokens, temperature, top_k, top_p, data.stop_ids(tok),
-                      prompt_generators(0, draw, range(lo, hi)))
+        ro = cat([generate(policy, prompts[i:i + c], n, max_new_tokens, temperature, top_k, top_p,
+                           data.stop_ids(tok), gens[i:i + c]) for i in range(0, b, c)])
     texts = completions(ro, tok)
     correct = torch.tensor([reward.score(task, t, problems[ids[lo + j // n]]["answer"], strict)
                             for j, t in enumerate(texts)]).view(b, n)
@@ -210,8 +212,7 @@ def select_rows(parts):
         picked.append({k: v[:max(0, min(counts[ddp.rank], budget - before))] for k, v in p.items()})
         taken += sum(counts)
     width = max(p["tokens"].size(1) for p in picked)
-    pad = lambda x: torch.nn.functional.pad(x, (width - x.size(1), 0)) if x.dim() == 2 else x
-    return {k: torch.cat([pad(p[k]) for p in picked]) for k in picked[0]}
+    return {k: torch.cat([pad_left(p[k], width) for p in picked]) for k in picked[0]}
 
 
 def update(model, ref, opt, rows):

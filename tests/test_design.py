@@ -178,3 +178,17 @@ def test_every_config_runs_one_step(cfg, tmp_path):
     c = configure(DEFAULTS, [cfg])
     assert log[-1]["step"] == 1 and math.isfinite(log[-1].get("loss", 0.0))
     assert log[-1]["responses"] >= c["batch_size"] * (c["rollouts"] + c["extra_rollouts"])
+
+
+def test_sampling_in_chunks_gives_the_same_rollouts(policy):
+    model, tok, problems = policy
+    got = []
+    for chunk in (0, 3):
+        set_config(batch_size=8, rollouts=2, advantage="grpo", sample_batch_size=chunk)
+        rows, m = train.sample_step(model, None, tok, problems, 5, {})
+        got.append((rows, m))
+    (a, ma), (b, mb) = got
+    assert ma == mb
+    for k in ("tokens", "mask", "valid"):  # equal once each row's padding is stripped
+        assert [r[v].tolist() for r, v in zip(a[k], a["valid"])] == [r[v].tolist() for r, v in zip(b[k], b["valid"])]
+    torch.testing.assert_close(a["adv"], b["adv"])
