@@ -2,7 +2,7 @@
 Sweeps of design choices x seeds through train.py, then their table and curves (plot.py).
 
     python sweep.py advantage                     # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
-    python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1 --device=cuda --dtype=bfloat16
+    python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: one run at a time
     python sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
 PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file). As in the
