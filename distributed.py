@@ -9,13 +9,20 @@ import os
 import torch
 import torch.distributed as dist
 
+from configurator import die
+
 rank, world = 0, 1
 _device = "cpu"  # collectives run on this device: nccl needs CUDA tensors, gloo takes CPU ones
 
 
 def setup(device):
-    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU); returns the device."""
+    """Resolve device ("auto": cuda when there is a GPU) and, when launched by torchrun, join the process group
+    (gloo on CPU, nccl on GPU); returns the device this process uses."""
     global rank, world, _device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        die(f"device={device!r} but torch sees no GPU; use --device=cpu (or auto)")
     if "RANK" not in os.environ:
         return device
     on_gpu = device.startswith("cuda")

@@ -64,21 +64,23 @@ temperature = 1.0  # sampling temperature of the sampled metrics
 max_new_tokens = 8  # response length limit
 eval_batch_size = 128  # prompts per sampler call
 seed = 0  # sampler seed
-device = "cpu"  # cpu | cuda
+device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda
 out = ""  # JSON output path; default: <init_from>/eval.json, or ./eval.json for a hub id
 # -----------------------------------------------------------------------------
 
 if __name__ == "__main__":
     from transformers import AutoTokenizer
 
+    import distributed
     from model import Transformer, resolve
     keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
     globals().update(configure({k: globals()[k] for k in keys}, sys.argv[1:]))
     torch.manual_seed(seed)
+    device = distributed.setup(device)
     path = resolve(init_from)
     model = Transformer.from_pretrained(path, device=device)
     tok = AutoTokenizer.from_pretrained(path)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     ks = [k for k in (1, 2, 4, 8) if k <= n_samples]
     results = {"init_from": init_from, "task": task, "n_samples": n_samples, "temperature": temperature}
     for split in splits.split(","):

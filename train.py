@@ -31,7 +31,7 @@ from rollout import cat, completions, generate, pad_left
 out_dir = "out/arith"  # log.jsonl and checkpoints go here
 init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id; "resume": continue out_dir
 seed = 0  # seeds data order, sampling and everything else
-device = "cpu"  # cpu | cuda
+device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
 dtype = "float32"  # float32 | bfloat16 (autocast, GPU)
 num_threads = 1  # torch CPU threads; 1 is steadier on small shared machines
 max_steps = 600  # training steps

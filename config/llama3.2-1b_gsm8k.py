@@ -5,7 +5,6 @@
 init_from = "meta-llama/Llama-3.2-1B-Instruct"
 task = "gsm8k"
 out_dir = "out/llama3.2-1b_gsm8k"
-device = "cuda"
 dtype = "bfloat16"
 max_steps = 500
 max_prompt_tokens = 512

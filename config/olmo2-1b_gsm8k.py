@@ -5,7 +5,6 @@
 init_from = "allenai/OLMo-2-0425-1B-Instruct"
 task = "gsm8k"
 out_dir = "out/olmo2-1b_gsm8k"
-device = "cuda"
 dtype = "bfloat16"
 max_steps = 500
 max_prompt_tokens = 512

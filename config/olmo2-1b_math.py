@@ -5,7 +5,6 @@
 init_from = "allenai/OLMo-2-0425-1B-Instruct"
 task = "math"
 out_dir = "out/olmo2-1b_math"
-device = "cuda"
 dtype = "bfloat16"
 max_steps = 500
 max_prompt_tokens = 512

@@ -5,7 +5,6 @@
 init_from = "Qwen/Qwen2.5-0.5B-Instruct"
 task = "gsm8k"
 out_dir = "out/qwen2.5-0.5b_gsm8k"
-device = "cuda"
 dtype = "bfloat16"
 max_steps = 500
 max_prompt_tokens = 512

@@ -5,7 +5,6 @@
 init_from = "Qwen/Qwen2.5-0.5B-Instruct"
 task = "math"
 out_dir = "out/qwen2.5-0.5b_math"
-device = "cuda"
 dtype = "bfloat16"
 max_steps = 500
 max_prompt_tokens = 512

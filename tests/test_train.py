@@ -61,3 +61,24 @@ def test_bf16_autocast_path_runs_on_cpu(tmp_path):
     log = run(tmp_path, "--dtype=bfloat16", "--rollouts=2", "--advantage=grpo")
     assert log[-1]["ratio"] == pytest.approx(1.0, abs=1e-2)  # bf16 sampler vs bf16 update: close, not equal
     assert math.isfinite(log[-1]["loss"])
+
+
+def test_paper_config_on_an_offline_cpu_fails_with_one_clear_line(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    def offline(*a, **k):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, os.path.join(ROOT, "config", "qwen2.5-0.5b_gsm8k.py"), "--max_steps=1")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in err[0] and "local directory" in err[0]
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--device=cuda")
+    assert e.value.code == 2 and "sees no GPU" in capsys.readouterr().err
