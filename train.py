@@ -160,7 +160,8 @@ def policy_loss(logp, old_logp, adv, mask, n_tokens, n_seqs):
 def prompt_generators(kind, step, positions):
     """One sampler generator per prompt, seeded by (seed, kind, step, position in the batch), so samples do
     not depend on how prompts are batched or sharded over ranks, and a resume needs no sampler state."""
-    return [torch.Generator().manual_seed((((seed * 8 + kind) << 24) + step << 24) + i) for i in positions]
+    base = (((seed * 8 + kind) << 24) + step) << 24
+    return [torch.Generator().manual_seed((base + i) % 2 ** 63) for i in positions]
 
 
 def sample_step(policy, ref, tok, problems, draw, replay):
