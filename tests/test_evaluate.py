@@ -52,3 +52,18 @@ def test_batch_indices_shuffle_each_epoch_and_are_reproducible():
     assert flat[:10] != flat[10:]
     assert order == [data.batch_indices(10, 4, seed=3, step=s) for s in range(5)]
     assert order != [data.batch_indices(10, 4, seed=4, step=s) for s in range(5)]
+
+
+def test_evaluate_cli_prints_and_writes_json(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "eval.json"
+    p = subprocess.run([sys.executable, "evaluate.py", "--init_from=assets/tiny-arith", "--n_samples=4",
+                        "--splits=test", f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())["test"]
+    assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"} and "pass@4" in p.stdout
+    assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
