@@ -175,7 +175,7 @@ DESIGN_CONFIGS = [p for p in sorted(glob.glob(os.path.join(ROOT, "config", "*.py
 @pytest.mark.parametrize("cfg", DESIGN_CONFIGS, ids=lambda p: os.path.basename(p))
 def test_every_config_runs_one_step(cfg, tmp_path):
     log = run(tmp_path, cfg, "--max_steps=1", "--eval_interval=1", "--eval_problems=8", "--max_new_tokens=6")
-    c = configure(DEFAULTS, [cfg])
+    c = configure(DEFAULTS, ["--batch_size=4", cfg])  # as run() applies them
     assert log[-1]["step"] == 1 and math.isfinite(log[-1].get("loss", 0.0))
     assert log[-1]["responses"] >= c["batch_size"] * (c["rollouts"] + c["extra_rollouts"])
 
