@@ -6,9 +6,10 @@ Throughput of nanoRFT's sampler and update, side by side with transformers on th
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
-max_new_tokens per row (no stop token), so they do the same work.
+max_new_tokens per row (no stop token), so they do the same work. Figures are medians of rounds.
 """
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -19,18 +20,22 @@ from model import Transformer, token_logprobs
 from rollout import generate
 
 
-def timeit(fn, device, repeat):
-    fn()  # warm-up: allocator, kernels, lazy inits
-    best = float("inf")
+def timeit(fns, device, repeat):
+    """Median wall time of each function over `repeat` rounds; within a round the functions run back to
+    back, so drift in the load of a shared machine hits them alike."""
+    for fn in fns:
+        fn()  # warm-up: allocator, kernels, lazy inits
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return best
+        for i, fn in enumerate(fns):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
@@ -40,15 +45,14 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     vocab = ours.cfg["vocab_size"]
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, vocab, (n_prompts, prompt_len), generator=g).to(args.device)
-    if args.compile:
+    if args.compile:  # the compiled module forwards attribute lookups (lm_head, new_cache) to the model
         ours = torch.compile(ours, dynamic=True)
-        ours.lm_head, ours.new_cache = ours._orig_mod.lm_head, ours._orig_mod.new_cache
     ours_gen = lambda: generate(ours, prompts.tolist(), n, new_tokens, temperature=1.0)
     hf_gen = lambda: hf.generate(prompts, do_sample=True, num_return_sequences=n, max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0, top_k=None,
                                  top_p=None, temperature=1.0)
     n_tok = n_prompts * n * new_tokens
-    t_ours, t_hf = timeit(ours_gen, args.device, args.repeat), timeit(hf_gen, args.device, args.repeat)
+    t_ours, t_hf = timeit([ours_gen, hf_gen], args.device, args.repeat)
 
     # update: forward + backward of the response log-probs over the whole rollout batch
     seqs = ours_gen().tokens
@@ -62,7 +66,7 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
         logp = torch.log_softmax(hf(seqs).logits[:, :-1].float(), -1)
         logp.gather(-1, seqs[:, 1:, None]).sum().backward()
 
-    u_ours, u_hf = timeit(ours_step, args.device, args.repeat), timeit(hf_step, args.device, args.repeat)
+    u_ours, u_hf = timeit([ours_step, hf_step], args.device, args.repeat)
     u_tok = seqs.numel()
     print(f"\n{name}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params, {n_prompts} prompts x "
           f"{n} samples, {prompt_len} prompt + {new_tokens} new tokens")
@@ -77,7 +81,7 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--repeat", type=int, default=5, help="timed repeats; the best is reported")
+    p.add_argument("--repeat", type=int, default=15, help="timed rounds; medians are reported")
     p.add_argument("--compile", action="store_true", help="torch.compile nanoRFT's model")
     args = p.parse_args()
     if args.threads:

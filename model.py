@@ -73,8 +73,8 @@ class KVCache:
 
     def __init__(self, n_layer, batch, n_kv_head, max_len, head_dim, dtype, device):
         shape = (n_layer, batch, n_kv_head, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k = torch.empty(shape, dtype=dtype, device=device)  # every position is written before it is read
+        self.v = torch.empty(shape, dtype=dtype, device=device)
         self.pos = 0  # number of positions filled so far (the same for every row: prompts are left-padded)
 
     def update(self, layer, k, v):
@@ -206,13 +206,14 @@ class Transformer(nn.Module):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
     def forward(self, idx, pos=None, mask=None, cache=None, varlen=None, targets=None, temperature=1.0,
-                entropy_grad=False):
+                entropy_grad=False, last_only=False):
         """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), their log-probs and the
         entropies (B, T, each) under softmax(logits / temperature), without all fp32 logits at once.
         pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
         (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend;
         varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention);
-        entropy_grad: whether the returned entropy needs a gradient (an entropy bonus)."""
+        entropy_grad: whether the returned entropy needs a gradient (an entropy bonus);
+        last_only: logits of the last position only, (B, 1, V): a prefill needs no others."""
         B, T = idx.shape
         if pos is None:
             start = cache.pos if cache is not None else 0
@@ -228,7 +229,7 @@ class Transformer(nn.Module):
                 x = block(x, cos, sin, mask, cache, i, varlen)
         if cache is not None:
             cache.pos += T
-        x = self.model.norm(x)
+        x = self.model.norm(x[:, -1:] if last_only else x)
         if targets is None:
             return self.lm_head(x)
         h, t = x.reshape(B * T, -1), targets.reshape(B * T)
@@ -326,7 +327,8 @@ def token_logprobs(model, tokens, valid, temperature=1.0, entropy_grad=False):
     tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero where nothing predicts the token (first
     real token of a row, padding). model may be DDP-wrapped: everything runs inside its forward."""
     if not use_flash(tokens):  # SDPA over the padded batch
-        lp, ent = model(tokens, positions(valid), padded_causal_mask(valid), targets=tokens.roll(-1, 1),
+        mask = None if bool(valid.all()) else padded_causal_mask(valid)  # no padding: SDPA's causal kernel
+        lp, ent = model(tokens, positions(valid), mask, targets=tokens.roll(-1, 1),
                         temperature=temperature, entropy_grad=entropy_grad)  # (B, T): column t scores token t+1
         zero = lp.new_zeros(tokens.size(0), 1)
         has_prev = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token

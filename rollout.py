@@ -78,7 +78,8 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
 
     # one prefill per prompt (rows 0, n, 2n, ...), shared by its n samples through the cache
     pv = valid[::n, :P]
-    logits = model(tokens[::n, :P], positions(pv), padded_causal_mask(pv) if padded else None, cache)[:, -1]
+    logits = model(tokens[::n, :P], positions(pv), padded_causal_mask(pv) if padded else None, cache,
+                   last_only=True)[:, -1]  # (B, V)
     logits = logits.repeat_interleave(n, 0)  # (N, V)
     pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
     for t in range(max_new_tokens):
