@@ -17,6 +17,7 @@ import functools
 import glob
 import os
 import random
+import sys
 
 from configurator import die
 
@@ -148,3 +149,14 @@ def stop_ids(tok):
     vocab = tok.get_vocab()
     ids |= {vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>") if t in vocab}
     return sorted(ids)
+
+
+def fit_prompts(tok, task, problems, split, max_prompt_tokens, verbose=True):
+    """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
+    kept = [p for p in problems if len(encode_prompt(tok, task, p)) <= max_prompt_tokens]
+    if len(kept) < len(problems) and verbose:
+        print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
+              f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
+    if not kept:
+        die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
+    return kept

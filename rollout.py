@@ -107,6 +107,13 @@ def cat(rollouts):
     return Rollout(*(torch.cat([pad_left(getattr(r, f), width) for r in rollouts]) for f in Rollout._fields))
 
 
+def prompt_generators(seed, kind, step, positions):
+    """One generator per prompt, seeded by (seed, kind, step, position in the batch): samples then do not
+    depend on how prompts are batched or sharded over ranks, and a resumed run needs no sampler state."""
+    base = (((seed * 8 + kind) << 24) + step) << 24
+    return [torch.Generator().manual_seed((base + i) % 2 ** 63) for i in positions]
+
+
 def completions(rollout, tok):
     """Decoded response texts (N,), without their stop token."""
     out = []

@@ -24,7 +24,7 @@ import reward
 from configurator import configure, die
 from evaluate import evaluate
 from model import Transformer, resolve, token_logprobs
-from rollout import cat, completions, generate, pad_left
+from rollout import cat, completions, generate, pad_left, prompt_generators
 
 # -----------------------------------------------------------------------------
 # run
@@ -157,13 +157,6 @@ def policy_loss(logp, old_logp, adv, mask, n_tokens, n_seqs):
     return aggregate(pg, m, n_tokens, n_seqs), stats
 
 
-def prompt_generators(kind, step, positions):
-    """One sampler generator per prompt, seeded by (seed, kind, step, position in the batch), so samples do
-    not depend on how prompts are batched or sharded over ranks, and a resume needs no sampler state."""
-    base = (((seed * 8 + kind) << 24) + step) << 24
-    return [torch.Generator().manual_seed((base + i) % 2 ** 63) for i in positions]
-
-
 def sample_step(policy, ref, tok, problems, draw, replay):
     """Rollouts of one prompt batch, with rewards and advantages. Each rank samples its share of the prompts
     (a prompt's whole group stays on one rank); rewards are gathered so the advantage sees the global batch.
@@ -173,7 +166,7 @@ def sample_step(policy, ref, tok, problems, draw, replay):
     lo, hi = ddp.rank * b, (ddp.rank + 1) * b
     n = rollouts + extra_rollouts
     prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids[lo:hi]]
-    gens, c = prompt_generators(0, draw, range(lo, hi)), sample_batch_size or b
+    gens, c = prompt_generators(seed, 0, draw, range(lo, hi)), sample_batch_size or b
     with autocast():
         ro = cat([generate(policy, prompts[i:i + c], n, max_new_tokens, temperature, top_k, top_p,
                            data.stop_ids(tok), gens[i:i + c]) for i in range(0, b, c)])
@@ -276,24 +269,13 @@ def autocast():
         else nullcontext()
 
 
-def fit_prompts(tok, problems, split):
-    """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
-    kept = [p for p in problems if len(data.encode_prompt(tok, task, p)) <= max_prompt_tokens]
-    if len(kept) < len(problems) and ddp.rank == 0:
-        print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
-              f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
-    if not kept:
-        die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
-    return kept
-
-
 def run_eval(policy, tok, splits, step):
     """Sampled (T=temperature) and greedy pass@1 of each split, sharded over ranks: problem i on rank i % world."""
     out = {}
     for kind, (name, problems) in enumerate(splits.items(), start=1):
         mine = range(ddp.rank, len(problems), ddp.world)
         r = evaluate(policy, tok, task, [problems[i] for i in mine], 1, (1,), True, temperature, max_new_tokens,
-                     eval_batch_size, prompt_generators(kind, step, mine), top_k, top_p, strict)
+                     eval_batch_size, prompt_generators(seed, kind, step, mine), top_k, top_p, strict)
         out[f"{name}_pass@1"] = ddp.all_sum(r["pass@1"] * len(mine)) / len(problems)
         out[f"{name}_greedy"] = ddp.all_sum(r["greedy_pass@1"] * len(mine)) / len(problems)
     return out
@@ -343,7 +325,8 @@ def main():
         ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False)
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    train_set, test_set = (fit_prompts(tok, data.load_split(task, s, data_path), s) for s in ("train", "test"))
+    train_set, test_set = (data.fit_prompts(tok, task, data.load_split(task, s, data_path), s, max_prompt_tokens,
+                                            verbose=ddp.rank == 0) for s in ("train", "test"))
     k = eval_problems or None
     eval_sets = dict(train=train_set[:k], test=test_set[:k])
     main_rank = ddp.rank == 0  # only rank 0 logs and checkpoints

@@ -67,3 +67,12 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
     r = json.loads(out.read_text())["test"]
     assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"} and "pass@4" in p.stdout
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
+
+
+def test_fit_prompts_drops_long_prompts(arith, capsys):
+    _, tok = arith
+    problems = data.load_split("arith", "test")[:10]
+    assert data.fit_prompts(tok, "arith", problems, "test", 8) == problems  # "ddd+ddd=" is 8 tokens
+    with pytest.raises(SystemExit) as e:
+        data.fit_prompts(tok, "arith", problems, "test", 7)
+    assert e.value.code == 2 and "no test problem fits" in capsys.readouterr().err
