@@ -319,7 +319,8 @@ def head_logprobs(h, weight, targets, temperature, entropy_grad):
 
 
 def use_flash(x):
-    return flash_attn_varlen_func is not None and x.is_cuda
+    """FlashAttention needs it installed, CUDA tensors and half precision (dtype=bfloat16: autocast)."""
+    return flash_attn_varlen_func is not None and x.is_cuda and torch.is_autocast_enabled("cuda")
 
 
 def token_logprobs(model, tokens, valid, temperature=1.0, entropy_grad=False):
