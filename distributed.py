@@ -48,12 +48,12 @@ def wrap(model):
 
 
 def all_sum(x):
-    """Sum a float (or a tensor) over ranks."""
+    """Sum a float over ranks."""
     if world == 1:
         return x
-    t = torch.as_tensor(x, dtype=torch.float64, device=_device).clone()
+    t = torch.tensor(float(x), dtype=torch.float64, device=_device)
     dist.all_reduce(t)
-    return t.item() if t.dim() == 0 else t.to(x.device, x.dtype)
+    return t.item()
 
 
 def all_max(x):

@@ -360,7 +360,8 @@ def main():
         rows = select_rows(parts)
         state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
         t1 = time.time()
-        stats = update(model, ref, opt, rows) if ddp.all_sum(rows["tokens"].size(0)) else {}
+        trained = int(ddp.all_sum(rows["tokens"].size(0)))
+        stats = update(model, ref, opt, rows) if trained else {}
         t2 = time.time()
         bad_steps = bad_steps + 1 if stats.get("skipped") else 0
         if stats.get("skipped") and main_rank:
@@ -370,7 +371,7 @@ def main():
             die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
                 f"learning_rate; the last good checkpoint is in {out_dir}/ckpt)")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
-                    **metrics, **stats, trained=int(ddp.all_sum(rows["tokens"].size(0))),
+                    **metrics, **stats, trained=trained,
                     sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
                     tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
         if step % eval_interval == 0 or step == max_steps:
