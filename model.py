@@ -9,9 +9,11 @@ Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...) so that
 state_dict loads and saves without any key mapping.
 """
 import glob
+import inspect
 import json
 import math
 import os
+import sys
 
 import torch
 import torch.nn as nn
@@ -21,10 +23,13 @@ from torch.utils.checkpoint import checkpoint
 
 from configurator import die
 
-try:  # optional, GPU only: FlashAttention-2's varlen kernel runs the packed training forward without padding
-    from flash_attn import flash_attn_varlen_func
+try:  # optional, GPU only: FlashAttention-2 runs the packed training forward and decodes from the KV cache
+    from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
+    if "cache_leftpad" not in inspect.signature(flash_attn_with_kvcache).parameters:  # older flash-attn
+        print("flash-attn is too old to skip left padding in the KV cache: using PyTorch SDPA", file=sys.stderr)
+        raise ImportError
 except ImportError:
-    flash_attn_varlen_func = None
+    flash_attn_varlen_func = flash_attn_with_kvcache = None
 
 LOGIT_CHUNK = 2 ** 27  # fp32 logit elements materialized at once when computing log-probs (512 MB)
 
@@ -63,33 +68,34 @@ def rope_inv_freq(cfg):
 
 
 def apply_rope(x, cos, sin):
-    # x: (B, H, T, D); cos, sin: (B, 1, T, D); the "rotate half" convention of HF checkpoints
+    # x: (B, T, H, D); cos, sin: (B, T, 1, D); the "rotate half" convention of HF checkpoints
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class KVCache:
-    """Preallocated keys/values for all layers: (L, B, H_kv, T_max, D). Written in place, never grown."""
+    """Preallocated keys/values for all layers: (L, B, T_max, H_kv, D), FlashAttention's layout (SDPA reads
+    it through a transposed view). Written in place, never grown."""
 
     def __init__(self, n_layer, batch, n_kv_head, max_len, head_dim, dtype, device):
-        shape = (n_layer, batch, n_kv_head, max_len, head_dim)
+        shape = (n_layer, batch, max_len, n_kv_head, head_dim)
         self.k = torch.empty(shape, dtype=dtype, device=device)  # every position is written before it is read
         self.v = torch.empty(shape, dtype=dtype, device=device)
         self.pos = 0  # number of positions filled so far (the same for every row: prompts are left-padded)
 
     def update(self, layer, k, v):
-        """Store k, v (b, H_kv, T, D) at the current position; return what attention should see."""
-        t0, t1 = self.pos, self.pos + k.size(2)
-        _, B, H, _, D = self.k.shape
+        """Store k, v (b, T, H_kv, D) at the current position; return what attention should see."""
+        t0, t1 = self.pos, self.pos + k.size(1)
+        _, B, _, H, D = self.k.shape
         n = B // k.size(0)
         if n > 1:
             # shared prefill: b prompts fill the rows of their n samples each (rows are prompt-major)
-            self.k[layer, :, :, t0:t1].view(k.size(0), n, H, t1 - t0, D).copy_(k.unsqueeze(1).expand(-1, n, -1, -1, -1))
-            self.v[layer, :, :, t0:t1].view(k.size(0), n, H, t1 - t0, D).copy_(v.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            self.k[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(k.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            self.v[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(v.unsqueeze(1).expand(-1, n, -1, -1, -1))
             return k, v
-        self.k[layer, :, :, t0:t1] = k
-        self.v[layer, :, :, t0:t1] = v
-        return self.k[layer, :, :, :t1], self.v[layer, :, :, :t1]
+        self.k[layer, :, t0:t1] = k
+        self.v[layer, :, t0:t1] = v
+        return self.k[layer, :, :t1], self.v[layer, :, :t1]
 
 
 class Attention(nn.Module):
@@ -105,25 +111,30 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(q_dim, cfg["rms_norm_eps"])
             self.k_norm = RMSNorm(kv_dim, cfg["rms_norm_eps"])
 
-    def forward(self, x, cos, sin, mask, cache, layer, varlen=None):
+    def forward(self, x, cos, sin, mask, cache, layer, varlen=None, kv_span=None):
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim)  # (B, T, H_kv, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if varlen is not None:  # one packed row (B = 1) of sequences bounded by cu_seqlens
+        if varlen is not None or kv_span is not None:
+            q, k = q.to(v.dtype), k.to(v.dtype)  # RoPE's fp32 cos/sin promote q, k; FlashAttention wants bf16
+        if varlen is not None:  # training: one packed row (B = 1) of sequences bounded by cu_seqlens
             cu, max_len = varlen
-            q, k, v = (t[0].transpose(0, 1).contiguous() for t in (q, k, v))  # (total, H, D)
-            y = flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, causal=True)
+            y = flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, max_len, max_len, causal=True)  # (total, H, D)
             return self.o_proj(y.reshape(1, T, -1))
         if cache is not None:
-            k, v = cache.update(layer, k, v)
+            k, v = cache.update(layer, k, v)  # (B, T_keys, H_kv, D)
+        if kv_span is not None:  # decoding: FlashAttention reads each row's keys [first, end) of the cache in place
+            first, end = kv_span
+            y = flash_attn_with_kvcache(q, k, v, cache_seqlens=end, cache_leftpad=first, causal=True)  # (B, T, H, D)
+            return self.o_proj(y.reshape(B, T, -1))
         causal = mask is None and T > 1  # no mask given: plain causal attention over unpadded rows
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           enable_gqa=self.n_kv_head != self.n_head)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                           is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -151,11 +162,11 @@ class Block(nn.Module):
         else:
             self.input_layernorm = RMSNorm(d, eps)
 
-    def forward(self, x, cos, sin, mask, cache, layer, varlen=None):
+    def forward(self, x, cos, sin, mask, cache, layer, varlen=None, kv_span=None):
         if self.post_norm:  # OLMo-2
-            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer, varlen))
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer, varlen, kv_span))
             return x + self.post_feedforward_layernorm(self.mlp(x))
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, varlen)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, varlen, kv_span)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -210,7 +221,8 @@ class Transformer(nn.Module):
         """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), their log-probs and the
         entropies (B, T, each) under softmax(logits / temperature), without all fp32 logits at once.
         pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
-        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend;
+        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend (with
+        FlashAttention it must hold left-padded rows, whose padding it skips without the mask);
         varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention);
         entropy_grad: whether the returned entropy needs a gradient (an entropy bonus);
         last_only: logits of the last position only, (B, 1, V): a prefill needs no others."""
@@ -219,14 +231,19 @@ class Transformer(nn.Module):
             start = cache.pos if cache is not None else 0
             pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
         freqs = pos[..., None].float() * self.inv_freq  # (B, T, D/2), fp32 like HF
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # (B, T, 1, D)
         x = self.model.embed_tokens(idx)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        kv_span = None
+        if cache is not None and use_flash(idx):  # FlashAttention skips left padding by count, not by mask:
+            # rows are left-padded, so the last query is a real token whose position id tells how much precedes it
+            end = torch.full((B,), cache.pos + T, dtype=torch.int32, device=idx.device)  # (B,) keys end here
+            kv_span = (end - 1 - pos[:, -1].to(torch.int32), end)  # each row's keys: [first real token, end)
         for i, block in enumerate(self.model.layers):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, mask, None, i, varlen, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask, cache, i, varlen)
+                x = block(x, cos, sin, mask, cache, i, varlen, kv_span)
         if cache is not None:
             cache.pos += T
         x = self.model.norm(x[:, -1:] if last_only else x)
@@ -320,7 +337,7 @@ def head_logprobs(h, weight, targets, temperature, entropy_grad):
 
 def use_flash(x):
     """FlashAttention needs it installed, CUDA tensors and half precision (dtype=bfloat16: autocast)."""
-    return flash_attn_varlen_func is not None and x.is_cuda and torch.is_autocast_enabled("cuda")
+    return flash_attn_with_kvcache is not None and x.is_cuda and torch.is_autocast_enabled("cuda")
 
 
 def token_logprobs(model, tokens, valid, temperature=1.0, entropy_grad=False):

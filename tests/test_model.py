@@ -113,27 +113,3 @@ def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monke
             torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
     lp = want[0]
     assert (lp[~valid] == 0).all() and (lp[:, 0] == 0).all() and lp[0, 3] == 0 and lp[2, 1] == 0
-
-
-def test_packed_varlen_path_matches_padded_sdpa(tmp_path, monkeypatch):
-    """The FlashAttention path's packing, checked on CPU with a stand-in for flash_attn_varlen_func."""
-    import torch.nn.functional as F
-
-    import model as model_lib
-
-    def varlen_reference(q, k, v, cu_q, cu_k, max_q, max_k, causal):  # (total, H, D) per sequence, via SDPA
-        out = []
-        for a, b in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
-            qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
-            out.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, enable_gqa=True)[0].transpose(0, 1))
-        return torch.cat(out)
-    path, _ = tiny_hf("qwen2", tmp_path)
-    m = Transformer.from_pretrained(path)
-    tokens, valid = padded_batch()
-    with torch.no_grad():
-        want = token_logprobs(m, tokens, valid, temperature=0.9)
-        monkeypatch.setattr(model_lib, "use_flash", lambda x: True)
-        monkeypatch.setattr(model_lib, "flash_attn_varlen_func", varlen_reference)
-        got = token_logprobs(m, tokens, valid, temperature=0.9)
-    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)

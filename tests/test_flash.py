@@ -1,0 +1,135 @@
+"""FlashAttention's two paths, checked on CPU: the packed varlen training forward and decoding from the cache.
+
+flash-attn runs on CUDA only, so these tests swap its two kernels for references written from its
+documented semantics and its C++ argument checks (equal half-precision dtypes, contiguous last dim,
+int32 lengths, shapes; `cache_seqlens` is where a row's keys end in the cache, `cache_leftpad` where
+they start, and causal masking aligns the queries with the last keys). They prove that nanoRFT calls
+the kernels with the right arguments and layouts; the kernels themselves are flash-attn's to test.
+"""
+import pytest
+import torch
+from conftest import tiny_hf
+
+import model as model_lib
+from model import Transformer, token_logprobs
+from rollout import generate, prompt_generators
+
+
+def check(half, *tensors):
+    for t in tensors:
+        assert t.dtype == tensors[0].dtype, "query, key and value must have the same dtype"
+        assert t.stride(-1) == 1, "tensors must have a contiguous last dimension"
+    assert not half or tensors[0].dtype in (torch.float16, torch.bfloat16), "FlashAttention runs in fp16/bf16 only"
+
+
+def attend(q, k, v, allowed):
+    """q (B, Tq, H, D), k, v (B, Tk, H_kv, D), allowed (B, Tq, Tk) -> (B, Tq, H, D), in fp32.
+    A query that may see no key gets zeros, as flash-attn's kernels return."""
+    rep = q.size(2) // k.size(2)
+    k, v = k.repeat_interleave(rep, 2).float(), v.repeat_interleave(rep, 2).float()
+    s = torch.einsum("bqhd,bkhd->bhqk", q.float(), k) / q.size(-1) ** 0.5
+    p = s.masked_fill(~allowed[:, None], float("-inf")).softmax(-1).nan_to_num(0.0)
+    return torch.einsum("bhqk,bkhd->bqhd", p, v).to(q.dtype)
+
+
+def fake_flash(monkeypatch, half):
+    """Route model.py to the reference kernels; returns the count of calls to each."""
+    calls = {"varlen": 0, "kvcache": 0}
+
+    def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal):
+        check(half, q, k, v)
+        assert q.dim() == 3 and cu_seqlens_q.dtype == cu_seqlens_k.dtype == torch.int32 and causal
+        calls["varlen"] += 1
+        out = []
+        for a, b in zip(cu_seqlens_q[:-1].tolist(), cu_seqlens_q[1:].tolist()):
+            assert b - a <= max_seqlen_q
+            allowed = torch.ones(b - a, b - a, dtype=torch.bool).tril()[None]
+            out.append(attend(q[None, a:b], k[None, a:b], v[None, a:b], allowed)[0])
+        return torch.cat(out)  # (total, H, D)
+
+    def flash_attn_with_kvcache(q, k_cache, v_cache, *, cache_seqlens, cache_leftpad, causal):
+        check(half, q, k_cache, v_cache)
+        B, Tq, H, D = q.shape
+        Tk = k_cache.size(1)
+        assert k_cache.shape == v_cache.shape == (B, Tk, k_cache.size(2), D) and H % k_cache.size(2) == 0
+        assert cache_seqlens.dtype == cache_leftpad.dtype == torch.int32
+        assert cache_seqlens.shape == cache_leftpad.shape == (B,) and causal
+        assert (0 <= cache_leftpad).all() and (cache_leftpad < cache_seqlens).all() and (cache_seqlens <= Tk).all()
+        calls["kvcache"] += 1
+        j, i = torch.arange(Tk), torch.arange(Tq)[:, None]
+        end, start = cache_seqlens[:, None, None], cache_leftpad[:, None, None]
+        allowed = (j >= start) & (j < end) & (j <= i + end - Tq)  # (B, Tq, Tk): causal, bottom-right aligned
+        return attend(q, k_cache, v_cache, allowed)
+
+    monkeypatch.setattr(model_lib, "use_flash", lambda x: True)
+    monkeypatch.setattr(model_lib, "flash_attn_varlen_func", flash_attn_varlen_func)
+    monkeypatch.setattr(model_lib, "flash_attn_with_kvcache", flash_attn_with_kvcache)
+    return calls
+
+
+def padded_batch():
+    """Left-padded prompts and right-padded responses, as the sampler returns them."""
+    torch.manual_seed(1)
+    tokens = torch.randint(1, 61, (3, 10))
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[0, :3] = False  # left padding
+    valid[1, 8:] = False  # right padding after a stop token
+    valid[2, :1] = False
+    valid[2, 7:] = False
+    return tokens.masked_fill(~valid, 0), valid
+
+
+def logprobs_and_grads(m, tokens, valid):
+    m.zero_grad()
+    lp, ent = token_logprobs(m, tokens, valid, temperature=0.9, entropy_grad=True)
+    (lp.sum() + 0.1 * ent.sum()).backward()
+    return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "olmo2"])
+def test_packed_varlen_training_forward_matches_padded_sdpa(family, tmp_path, monkeypatch):
+    path, _ = tiny_hf(family, tmp_path)
+    m = Transformer.from_pretrained(path).train()
+    tokens, valid = padded_batch()
+    want = logprobs_and_grads(m, tokens, valid)
+    calls = fake_flash(monkeypatch, half=False)
+    got = logprobs_and_grads(m, tokens, valid)
+    assert calls["varlen"] == m.cfg["n_layer"]  # one packed call per layer, no SDPA fallback
+    for g, w in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+PROMPTS = [[5, 9, 2, 7, 7, 3, 1], [4, 8], [11, 12, 13, 14]]  # different lengths: rows are left-padded
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "olmo2"])
+@pytest.mark.parametrize("n", [1, 3])  # n=1 prefills into the cache; n=3 prefills once per prompt, then copies
+def test_decoding_from_the_cache_matches_sdpa(family, n, tmp_path, monkeypatch):
+    path, _ = tiny_hf(family, tmp_path)
+    m = Transformer.from_pretrained(path).eval()
+
+    def sample():
+        return generate(m, PROMPTS, n, 12, temperature=1.0, generator=prompt_generators(0, 0, 0, range(3)))
+    want = sample()
+    calls = fake_flash(monkeypatch, half=False)
+    got = sample()
+    assert calls["kvcache"] == m.cfg["n_layer"] * 12  # prefill + 11 decode steps, every layer
+    assert torch.equal(got.tokens, want.tokens) and torch.equal(got.mask, want.mask)
+    torch.testing.assert_close(got.logprobs, want.logprobs, atol=1e-5, rtol=1e-5)
+
+
+def test_flash_paths_get_bf16_inputs_under_autocast(tmp_path, monkeypatch):
+    """Under autocast, RoPE's fp32 cos/sin promote q and k to fp32 while v comes out of its projection in
+    bf16; FlashAttention refuses mixed or fp32 inputs, so the model must hand it bf16 q, k and v."""
+    path, _ = tiny_hf("qwen2", tmp_path)
+    m = Transformer.from_pretrained(path)
+    tokens, valid = padded_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_lp = token_logprobs(m, tokens, valid)[0].detach()
+        want = generate(m, PROMPTS, 2, 8, temperature=0)
+        calls = fake_flash(monkeypatch, half=True)
+        got_lp = token_logprobs(m, tokens, valid)[0].detach()
+        got = generate(m, PROMPTS, 2, 8, temperature=0)
+    assert calls["varlen"] > 0 and calls["kvcache"] > 0
+    torch.testing.assert_close(got_lp, want_lp, atol=0.05, rtol=0.05)  # bf16 rounding in different places
+    torch.testing.assert_close(got.logprobs, want.logprobs, atol=0.05, rtol=0.05)
