@@ -3,10 +3,17 @@ Throughput of nanoRFT's sampler and update, side by side with transformers on th
 
     python bench.py                 # CPU, fp32, 1 thread: the figures in the README
     python bench.py --device=cuda --dtype=bfloat16 --threads=0
+    python bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
 max_new_tokens per row (no stop token), so they do the same work. Figures are medians of rounds.
+
+--memory runs one update micro-batch of each paper model under FakeTensorMode (shapes and dtypes,
+no weights, no arithmetic) on the CPU with bf16 autocast, and torch's MemTracker adds up the
+tensors alive at the peak. CPU autocast and SDPA keep what CUDA's do (bf16 matmul outputs, an
+attention kernel that saves no T x T matrix), so this stands in for a GPU measurement; what it
+cannot see is the CUDA caching allocator's fragmentation and the CUDA context (~0.5 GB).
 """
 import argparse
 import statistics
@@ -16,7 +23,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-from model import Transformer, token_logprobs
+from model import Transformer, read_hf_config, token_logprobs
 from rollout import generate
 
 
@@ -76,6 +83,59 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
           f"   ratio {u_hf / u_ours:.2f}x")
 
 
+# config.json numbers of the paper's three models (from their hub pages), so no download is needed
+PAPER_MODELS = {
+    "Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                  num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                  rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True),
+    "Llama-3.2-1B-Instruct": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                                  num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                                  rms_norm_eps=1e-5, rope_theta=5e5, tie_word_embeddings=True,
+                                  rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
+                                                    high_freq_factor=4.0, original_max_position_embeddings=8192)),
+    "OLMo-2-0425-1B-Instruct": dict(model_type="olmo2", vocab_size=100352, hidden_size=2048, intermediate_size=8192,
+                                    num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
+                                    rms_norm_eps=1e-6, rope_theta=5e5, tie_word_embeddings=False),
+}
+
+
+def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
+    """Bytes alive at the peak of one micro-batch's forward + backward (weights and gradients excluded),
+    every row a full seq_len tokens: the worst case of a padded batch or a packed FlashAttention row."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    tokens = torch.zeros(micro_batch, seq_len, dtype=torch.long)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = Transformer(hf_config).train()
+        model.grad_checkpointing = grad_checkpointing
+        tracker = MemTracker()
+        tracker.track_external(model)
+        with tracker:
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # what dtype = "bfloat16" runs
+                lp, _ = model(tokens, targets=tokens)
+            lp.sum().backward()
+        peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
+        return sum(v for k, v in peak.items() if k != "Total" and k.value in ("Activation", "Temp", "Other"))
+
+
+def memory(micro_batch=8, prompts=32, rollouts=8, prompt_len=512, new_tokens=1024):
+    """The paper configs' GPU memory, in GiB, as the sum of what lives at the same time: fp32 weights,
+    gradients and AdamW moments (16 B/param) throughout, plus the sampler's KV cache or the update's peak."""
+    gib, T = 2 ** 30, prompt_len + new_tokens
+    print(f"one update micro-batch: {micro_batch} x {T} tokens, bf16 autocast; KV cache: {prompts} prompts x "
+          f"{rollouts} rollouts x {T} tokens in bf16 (scales with sample_batch_size)")
+    print(f"{'model':<25}{'params':>8}{'weights+grads+AdamW':>21}{'KV cache':>10}"
+          f"{'update peak':>13}{'  (grad_checkpointing)':>22}")
+    for name, hf in PAPER_MODELS.items():
+        with torch.device("meta"):
+            n = sum(p.numel() for p in Transformer(hf).parameters())
+        cfg = read_hf_config(hf)
+        kv = 2 * cfg["n_layer"] * cfg["n_kv_head"] * cfg["head_dim"] * 2 * prompts * rollouts * T  # k and v, bf16
+        acts = [update_peak(hf, micro_batch, T, ckpt) for ckpt in (False, True)]
+        print(f"{name:<25}{n / 1e9:>7.2f}B{16 * n / gib:>20.1f} {kv / gib:>9.1f}"
+              f"{(16 * n + acts[0]) / gib:>13.1f}{(16 * n + acts[1]) / gib:>22.1f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--device", default="cpu")
@@ -83,7 +143,10 @@ def main():
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--repeat", type=int, default=15, help="timed rounds; medians are reported")
     p.add_argument("--compile", action="store_true", help="torch.compile nanoRFT's model")
+    p.add_argument("--memory", action="store_true", help="estimate the paper models' GPU memory instead")
     args = p.parse_args()
+    if args.memory:
+        return memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
