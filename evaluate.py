@@ -12,7 +12,7 @@ import torch
 
 import data
 import reward
-from configurator import configure
+from configurator import configure, die
 from rollout import completions, generate
 
 
@@ -65,6 +65,8 @@ max_new_tokens = 8  # response length limit
 eval_batch_size = 128  # prompts per sampler call
 seed = 0  # sampler seed
 device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda
+dtype = "float32"  # float32 | bfloat16 (autocast; with flash-attn on a GPU, FlashAttention decoding)
+strict = True  # GSM8K: score only "#### <number>" (False: the last number)
 out = ""  # JSON output path; default: <init_from>/eval.json, or ./eval.json for a hub id
 # -----------------------------------------------------------------------------
 
@@ -83,10 +85,13 @@ if __name__ == "__main__":
     gen = torch.Generator().manual_seed(seed)
     ks = [k for k in (1, 2, 4, 8) if k <= n_samples]
     results = {"init_from": init_from, "task": task, "n_samples": n_samples, "temperature": temperature}
+    if dtype not in ("float32", "bfloat16"):
+        die(f"dtype must be float32 or bfloat16, not {dtype!r}")
     for split in splits.split(","):
         problems = data.load_split(task, split, data_path)
-        r = evaluate(model, tok, task, problems, n_samples, ks, True, temperature, max_new_tokens,
-                     eval_batch_size, gen)
+        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=dtype == "bfloat16"):
+            r = evaluate(model, tok, task, problems, n_samples, ks, True, temperature, max_new_tokens,
+                         eval_batch_size, gen, strict=strict)
         results[split] = r
         print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))
     out = out or os.path.join(init_from if os.path.isdir(init_from) else ".", "eval.json")

@@ -67,6 +67,12 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
     r = json.loads(out.read_text())["test"]
     assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"} and "pass@4" in p.stdout
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
+    p = subprocess.run([sys.executable, "evaluate.py", "--n_samples=2", "--splits=test", "--dtype=bfloat16",
+                        f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 0 < json.loads(out.read_text())["test"]["greedy_pass@1"] <= 1  # bf16 autocast runs on CPU too
+    p = subprocess.run([sys.executable, "evaluate.py", "--dtype=fp16"], cwd=root, capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].endswith("not 'fp16'")
 
 
 def test_fit_prompts_drops_long_prompts(arith, capsys):
