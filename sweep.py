@@ -11,9 +11,10 @@ are measured against its first entry, or --baseline=NAME. Each run is `train.py 
 EXTRA are this command's other --key=value args. Run this from the repo root: config paths are relative to it.
 
 Layout: {out}/{entry}/seed{S}/ is the run's out_dir (log.jsonl, ckpt/, train.out: its command, stdout and stderr,
-done.json: written when it exits 0), and {out}/results.md (+ results.png) sums up the pipeline. A run whose
-done.json matches its args and config files' text, and whose log ends with an evaluation, is finished and
-skipped, so a stopped sweep goes on where it was; a run stopped midway starts over.
+run.json: its args and config files' text, done.json: the same, written when it exits 0), and {out}/results.md
+(+ results.png) sums up the pipeline. A run whose done.json matches its args and config files' text, and whose
+log ends with an evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped
+midway resumes from its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over.
 """
 import argparse
 import json
@@ -86,13 +87,23 @@ def final_line(run_dir):
         return {}
 
 
-def finished(run):
-    """The done.json of a run that exited 0 with these same args and configs, and logged its last evaluation."""
+def read_json(path):
+    """A JSON file's content; None when it is missing or cut short."""
     try:
-        with open(os.path.join(run["dir"], "done.json")) as f:
-            done = json.load(f)
+        with open(path) as f:
+            return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def has_checkpoint(run_dir):
+    """Whether train.py --init_from=resume finds a checkpoint there (ckpt.old survives a crash mid-swap)."""
+    return any(os.path.exists(os.path.join(run_dir, d, "train_state.pt")) for d in ("ckpt", "ckpt.old"))
+
+
+def finished(run):
+    """The done.json of a run that exited 0 with these same args and configs, and logged its last evaluation."""
+    done = read_json(os.path.join(run["dir"], "done.json")) or {}
     return done if done.get("fingerprint") == run["fingerprint"] and "test_pass@1" in final_line(run["dir"]) \
         else None
 
@@ -108,10 +119,13 @@ def run_one(run):
     os.makedirs(run["dir"], exist_ok=True)
     if os.path.exists(done_path):
         os.remove(done_path)  # another command's: if this run stops midway, it must not look finished
-    cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}"]
-    say(f"{tag}: start")
+    resume = has_checkpoint(run["dir"]) and read_json(os.path.join(run["dir"], "run.json")) == run["fingerprint"]
+    with open(os.path.join(run["dir"], "run.json"), "w") as f:
+        json.dump(run["fingerprint"], f)
+    cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume)]
+    say(f"{tag}: {'resume' if resume else 'start'}")
     t0 = time.time()
-    with open(os.path.join(run["dir"], "train.out"), "w") as out:
+    with open(os.path.join(run["dir"], "train.out"), "a" if resume else "w") as out:
         out.write(f"$ {shlex.join(cmd)}\n")
         out.flush()
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode

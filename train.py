@@ -377,15 +377,15 @@ def main():
         if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
             line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
             torch.cuda.reset_peak_memory_stats()
-        if step % eval_interval == 0 or step == max_steps:
+        if step % eval_interval == 0 or step == max_steps:  # evaluate, then checkpoint below
             line.update(run_eval(policy, tok, eval_sets, step))
-            state.update(step=step, elapsed=time.time() - t_start)
-            if main_rank:
-                save_checkpoint(policy, tok, opt, state)
             bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
-        if main_rank:
+            state.update(step=step, elapsed=time.time() - t_start)
+        if main_rank:  # logged before the checkpoint, so a checkpoint's own step is never missing from the log
             log.write(json.dumps(line) + "\n")
             log.flush()
+            if state["step"] == step:
+                save_checkpoint(policy, tok, opt, state)
     if main_rank:
         log.close()
         print(f"done: test pass@1 {first['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "

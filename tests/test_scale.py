@@ -118,6 +118,35 @@ def test_sigkill_during_checkpoint_still_resumes(tmp_path):
     assert torch.load(tmp_path / "ckpt" / "train_state.pt", weights_only=True)["step"] == 4
 
 
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import train
+from configurator import configure
+real = train.save_checkpoint
+def save_then_die(policy, tok, opt, state):
+    real(policy, tok, opt, state)
+    if state['step'] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed just after a complete checkpoint
+train.save_checkpoint = save_then_die
+train.__dict__.update(configure({{k: getattr(train, k) for k in train.config_keys}}, sys.argv[1:]))
+train.main()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_right_after_a_checkpoint_keeps_its_step_in_the_log(tmp_path):
+    flags = ["--max_steps=4", "--eval_interval=2", "--eval_problems=16", "--batch_size=4",
+             f"--init_from={ROOT}/assets/tiny-arith", f"--out_dir={tmp_path}"]
+    script = tmp_path / "killer.py"
+    script.write_text(KILL_AFTER_CHECKPOINT.format(root=ROOT))
+    assert train_cli(sys.executable, str(script), *flags).returncode == -signal.SIGKILL
+    p = train_cli(sys.executable, "train.py", *flags[:-2], f"--out_dir={tmp_path}", "--init_from=resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    log = [json.loads(x) for x in open(tmp_path / "log.jsonl")]
+    assert [line["step"] for line in log] == [0, 1, 2, 3, 4] and "test_pass@1" in log[2]
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "--init_from=resume")

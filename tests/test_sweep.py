@@ -86,9 +86,10 @@ def test_table_numbers_equal_the_logs_by_hand(swept):
 def test_restart_skips_finished_runs_and_reruns_a_killed_one(swept, tmp_path):
     out = copy_of(swept, tmp_path)
     killed = out / "grpo_8rollouts" / "seed1"
-    (killed / "done.json").unlink()  # as a run stopped midway: no done.json, a log without its last step
+    (killed / "done.json").unlink()  # as a run stopped midway before its first checkpoint
     lines = open(killed / "log.jsonl").readlines()
-    open(killed / "log.jsonl", "w").writelines(lines[:2])
+    open(killed / "log.jsonl", "w").writelines(lines[:1])
+    shutil.rmtree(killed / "ckpt")
     logs = sorted(set(glob.glob(str(out / "*" / "seed*" / "log.jsonl"))) - {str(killed / "log.jsonl")})
     mtimes = [os.path.getmtime(f) for f in logs]
     rc, stdout, stderr = run_sweep(out)
@@ -97,6 +98,33 @@ def test_restart_skips_finished_runs_and_reruns_a_killed_one(swept, tmp_path):
     assert "grpo_8rollouts seed1: start" in stdout
     assert [os.path.getmtime(f) for f in logs] == mtimes
     assert [json.loads(line)["step"] for line in open(killed / "log.jsonl")] == [0, 1, 2]
+
+
+def without_times(path):
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith(("time", "_s", "per_s"))} for line in open(path)]
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_from_it(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
+    killed = out / "grpo_8rollouts" / "seed1"
+    want = without_times(killed / "log.jsonl")
+    for f in ("done.json", "log.jsonl"):
+        (killed / f).unlink()
+    shutil.rmtree(killed / "ckpt")
+    # the same run stopped after step 1's checkpoint: train.py with the sweep's args, cut at max_steps=1
+    args = ["config/sweep_cpu.py", "config/grpo_8rollouts.py", "--seed=1", *TINY, "--max_steps=1"]
+    subprocess.run([sys.executable, "train.py", *args, f"--out_dir={killed}"], cwd=ROOT, check=True,
+                   capture_output=True)
+    rc, stdout, stderr = run_sweep(out)
+    assert rc == 0, stderr
+    assert "grpo_8rollouts seed1: resume" in stdout and stdout.count(": skip, finished") == 3
+    assert "--init_from=resume" in open(killed / "train.out").read()
+    assert without_times(killed / "log.jsonl") == want  # as if it had never stopped (resume is exact)
+    for f in out.glob("*/seed0/done.json"):
+        f.unlink()  # stopped midway, then asked for with other args: its checkpoint is not theirs
+    p = subprocess.run([sys.executable, "sweep.py", PIPELINE, "--seeds=1", f"--out={out}", *TINY, "--top_k=50"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.count(": start") == 2 and "resume" not in p.stdout
 
 
 def test_changed_args_are_not_finished(swept, monkeypatch):
