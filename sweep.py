@@ -42,7 +42,10 @@ PIPELINES = {
     "loss": {agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"]
              for agg in ("token_mean", "seq_mean_token_mean", "seq_sum_norm")},
 }
-PIPELINES["all"] = {name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()}
+# every distinct setting once: rollouts_1 is "none", budget256_32x8 is rollouts_8, token_mean is "grpo"
+SAME_AS_ANOTHER = ("rollouts_1", "budget256_32x8", "token_mean")
+PIPELINES["all"] = {name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()
+                    if name not in SAME_AS_ANOTHER}
 PRINT_LOCK = threading.Lock()  # runs report from worker threads; keep their lines whole
 
 

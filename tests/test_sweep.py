@@ -184,4 +184,17 @@ def test_every_pipeline_config_exists():
         for cfg in entries.values():
             for arg in cfg:
                 assert arg.startswith("--") or os.path.exists(os.path.join(ROOT, arg)), arg
-    assert len(sweep.PIPELINES["all"]) == sum(len(p) for k, p in sweep.PIPELINES.items() if k != "all")
+
+
+def test_all_runs_every_distinct_setting_once():
+    import train
+    from configurator import configure
+    defaults = {k: getattr(train, k) for k in train.config_keys}
+
+    def settings(cfg):
+        c = configure(defaults, [os.path.join(ROOT, a) if a.endswith(".py") else a for a in cfg])
+        return tuple(sorted(c.items()))
+    pipelines = [p for k, p in sweep.PIPELINES.items() if k != "all"]
+    kept = {settings(cfg) for cfg in sweep.PIPELINES["all"].values()}
+    assert len(kept) == len(sweep.PIPELINES["all"])  # no two entries of `all` train the same thing
+    assert kept == {settings(cfg) for p in pipelines for cfg in p.values()}  # and none is missing
