@@ -88,6 +88,9 @@ def local_split(data_path, split):
     builder = {".parquet": "parquet", ".jsonl": "json"}.get(os.path.splitext(files[0])[1])
     if builder is None:
         die(f"data_path {data_path!r} must be a .parquet or .jsonl file, or a directory of them")
+    if split == "test" and os.path.isfile(data_path):  # allowed (e.g. a quick look at learning), but never silent
+        print(f"warning: data_path {data_path!r} is one file, so the test split is the training problems: "
+              f"test accuracy will not measure generalization", file=sys.stderr)
     # the builder puts all data_files in its one split, named "train" whichever split they hold
     ds = load_or_die(", ".join(files), "", builder, data_files=files, split="train")
     return ds, f"{', '.join(files)} ({split} split)"

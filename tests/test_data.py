@@ -91,10 +91,12 @@ def test_math_trains_on_lighteval_solutions_and_tests_on_math500_answers(tmp_pat
         assert reward.score("math", "So it is \\boxed{\\frac{1}{3}}.", p["answer"]) == 0.0
 
 
-def test_math_full_tests_on_lighteval_and_a_single_file_serves_both_splits(tmp_path):
+def test_math_full_tests_on_lighteval_and_a_single_file_serves_both_splits(tmp_path, capsys):
     path = write(LIGHTEVAL, str(tmp_path / "math.parquet"))
     train_set, test_set = (data.load_split("math_full", s, path) for s in ("train", "test"))
     assert train_set == test_set and test_set[0]["answer"] == LIGHTEVAL[0]["solution"]
+    err = capsys.readouterr().err  # said once, when the test split is taken from the training file
+    assert err.count("\n") == 1 and err.startswith("warning: ") and "test split is the training problems" in err
 
 
 @pytest.mark.parametrize("task, rows, column", [
