@@ -118,22 +118,43 @@ def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
         return sum(v for k, v in peak.items() if k != "Total" and k.value in ("Activation", "Temp", "Other"))
 
 
+def step_peak(hf_config):
+    """Bytes alive at the peak of clip_grad_norm_ + AdamW.step beyond the 16 B/param of weights, gradients
+    and moments: the temporaries of torch's foreach implementation, its default on CUDA."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    with FakeTensorMode():
+        model = Transformer(hf_config)
+        params = list(model.parameters())
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt = torch.optim.AdamW(params, foreach=True)
+        opt.step()  # the moments exist from the first step on
+        tracker = MemTracker()
+        tracker.track_external(model, opt)
+        with tracker:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] - 16 * sum(p.numel() for p in params)
+
+
 def memory(micro_batch=8, prompts=32, rollouts=8, prompt_len=512, new_tokens=1024):
     """The paper configs' GPU memory, in GiB, as the sum of what lives at the same time: fp32 weights,
-    gradients and AdamW moments (16 B/param) throughout, plus the sampler's KV cache or the update's peak."""
+    gradients and AdamW moments (16 B/param) throughout, plus the sampler's KV cache, or a micro-batch's
+    forward + backward, or the optimizer step's temporaries."""
     gib, T = 2 ** 30, prompt_len + new_tokens
     print(f"one update micro-batch: {micro_batch} x {T} tokens, bf16 autocast; KV cache: {prompts} prompts x "
           f"{rollouts} rollouts x {T} tokens in bf16 (scales with sample_batch_size)")
     print(f"{'model':<25}{'params':>8}{'weights+grads+AdamW':>21}{'KV cache':>10}"
-          f"{'update peak':>13}{'  (grad_checkpointing)':>22}")
+          f"{'fwd+bwd':>9}{'(grad_checkpointing)':>22}{'AdamW step':>12}")
     for name, hf in PAPER_MODELS.items():
         with torch.device("meta"):
             n = sum(p.numel() for p in Transformer(hf).parameters())
         cfg = read_hf_config(hf)
         kv = 2 * cfg["n_layer"] * cfg["n_kv_head"] * cfg["head_dim"] * 2 * prompts * rollouts * T  # k and v, bf16
         acts = [update_peak(hf, micro_batch, T, ckpt) for ckpt in (False, True)]
-        print(f"{name:<25}{n / 1e9:>7.2f}B{16 * n / gib:>20.1f} {kv / gib:>9.1f}"
-              f"{(16 * n + acts[0]) / gib:>13.1f}{(16 * n + acts[1]) / gib:>22.1f}")
+        print(f"{name:<25}{n / 1e9:>7.2f}B{16 * n / gib:>20.1f} {kv / gib:>9.1f}{(16 * n + acts[0]) / gib:>9.1f}"
+              f"{(16 * n + acts[1]) / gib:>22.1f}{(16 * n + step_peak(hf)) / gib:>12.1f}")
 
 
 def main():

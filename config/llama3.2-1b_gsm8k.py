@@ -17,4 +17,4 @@ eval_interval = 100
 eval_problems = 0  # the whole split
 eval_batch_size = 64
 micro_batch_size = 8  # sequences per forward/backward: bounds GPU memory, not the batch the update sees
-grad_checkpointing = True  # update peak 21 GiB instead of 47 (README, GPU memory): fits a 40 GB GPU
+grad_checkpointing = True  # forward+backward peak 21 GiB instead of 47 (README, GPU memory): fits a 40 GB GPU

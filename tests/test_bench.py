@@ -2,7 +2,7 @@
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from bench import update_peak
+from bench import step_peak, update_peak
 from model import Transformer
 
 TINY = dict(model_type="qwen2", vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -34,3 +34,21 @@ def test_estimate_grows_with_tokens_and_checkpointing_saves_memory():
     # activations of a (4, 64) micro-batch: at least the bf16 inputs of the 2 layers' 7 projections
     assert plain > 2 * 7 * 4 * 64 * 64 * 2
     assert update_peak(TINY, 8, 64, False) > 1.8 * plain - 2 * 64 * 97 * 4  # ~linear in tokens
+
+
+def test_optimizer_step_estimate_equals_real_measurement():
+    model = Transformer(TINY)
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW(params, foreach=True)
+    opt.step()
+    tracker = MemTracker()
+    tracker.track_external(model, opt)
+    with tracker:
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    n = sum(p.numel() for p in params)
+    real = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] - 16 * n
+    assert step_peak(TINY) == real
+    assert 0 < real < 16 * n  # foreach temporaries: a few bytes per parameter, not another copy of everything
