@@ -17,5 +17,5 @@ eval_interval = 100
 eval_problems = 0  # the whole split
 eval_batch_size = 64
 micro_batch_size = 8  # sequences per forward/backward: bounds GPU memory, not the batch the update sees
-grad_checkpointing = True  # forward+backward peak 25 GiB instead of 55 (README, GPU memory): fits a 48 GB GPU
+grad_checkpointing = True  # forward+backward peak 25 GiB instead of 55 (README, GPU memory): fits a 40 GB GPU
 sample_batch_size = 8  # prompts per sampler call: OLMo-2 has no GQA, so its KV cache is 4x Llama-3.2-1B's
