@@ -197,13 +197,14 @@ def sample_step(policy, ref, tok, problems, draw, replay):
 
 
 def select_rows(parts):
-    """This rank's share of the first batch_size*rollouts trained responses over one or more draws, in the
-    order a single process would take them; (N, T) tensors are left-padded to one width."""
+    """This rank's share of the first batch_size*rollouts trained responses over one or more draws, and in
+    "order" each row's index in a single process's batch; (N, T) tensors are left-padded to one width."""
     budget, taken, picked = batch_size * rollouts, 0, []
     for p in parts:
         counts = ddp.gather_ints(p["tokens"].size(0))  # rows kept by each rank in this draw
         before = taken + sum(counts[:ddp.rank])
-        picked.append({k: v[:max(0, min(counts[ddp.rank], budget - before))] for k, v in p.items()})
+        k = max(0, min(counts[ddp.rank], budget - before))
+        picked.append(dict({name: v[:k] for name, v in p.items()}, order=torch.arange(before, before + k)))
         taken += sum(counts)
     width = max(p["tokens"].size(1) for p in picked)
     return {k: torch.cat([pad_left(p[k], width) for p in picked]) for k in picked[0]}
@@ -211,19 +212,22 @@ def select_rows(parts):
 
 def update(model, ref, opt, rows):
     """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns averaged stats.
-    model: the policy, DDP-wrapped under torchrun. Minibatch k takes rows k, k+M, k+2M, ... so every rank's
-    k-th minibatch is its share of the single-process one; loss normalizers are global totals."""
+    model: the policy, DDP-wrapped under torchrun. Minibatch k takes the rows at k, k+M, k+2M, ... of a single
+    process's batch (rows["order"]), so every rank's k-th minibatch is its share of the single-process one;
+    loss normalizers are global totals."""
     policy = getattr(model, "module", model)
-    N = ddp.all_max(rows["tokens"].size(0))  # ranks may keep different counts after the zero-variance filter
-    real = torch.arange(N) < rows["tokens"].size(0)
-    rows = {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, N - v.size(0))) for k, v in rows.items()}
+    N, order = rows["tokens"].size(0), rows["order"]
+    # plus one all-padding row (index N): a rank holding fewer rows of a minibatch runs it to keep in step
+    rows = {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, 1)) for k, v in rows.items() if k != "order"}
+    real = torch.arange(N + 1) < N
     mask = rows["mask"] & real[:, None] & (rows["finished"][:, None] if mask_truncated else True)
     totals = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0)
     n_opt, bad = 0, 0
-    n_mb = min(minibatches, N)
+    n_mb = min(minibatches, int(ddp.all_sum(N)))
     for _ in range(ppo_epochs):
         for k in range(n_mb):
-            mb = torch.arange(k, N, n_mb)
+            mb = (order % n_mb == k).nonzero().squeeze(1)  # this rank's rows of the single-process minibatch k
+            mb = torch.cat((mb, torch.full((ddp.all_max(len(mb)) - len(mb),), N)))  # (same length on all ranks)
             n_tokens = max(ddp.all_sum(mask[mb].sum().item()), 1.0)
             n_seqs = max(ddp.all_sum(real[mb].sum().item()), 1.0)
             micro = mb.split(micro_batch_size or len(mb))
@@ -320,15 +324,13 @@ def main():
     policy = Transformer.from_pretrained(path, device=device)
     policy.grad_checkpointing = grad_checkpointing
     tok = AutoTokenizer.from_pretrained(path)
-    ref = None
-    if kl_coef > 0:  # the frozen *initial* policy, also when resuming
-        ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False)
+    ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False) \
+        if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
     train_set, test_set = (data.fit_prompts(tok, task, data.load_split(task, s, data_path), s, max_prompt_tokens,
                                             verbose=ddp.rank == 0) for s in ("train", "test"))
-    k = eval_problems or None
-    eval_sets = dict(train=train_set[:k], test=test_set[:k])
+    eval_sets = dict(train=train_set[:eval_problems or None], test=test_set[:eval_problems or None])
     main_rank = ddp.rank == 0  # only rank 0 logs and checkpoints
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "log.jsonl")
@@ -371,8 +373,7 @@ def main():
             die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
                 f"learning_rate; the last good checkpoint is in {out_dir}/ckpt)")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
-                    **metrics, **stats, trained=trained,
-                    sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
+                    **metrics, **stats, trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
                     tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
         if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
             line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)

@@ -137,7 +137,7 @@ def test_mask_truncated_gives_no_gradient(policy):
     assert not rows["finished"].any()
     rows["adv"] = torch.ones(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    assert train.update(model, None, opt, rows)["grad_norm"] == 0
+    assert train.update(model, None, opt, train.select_rows([rows]))["grad_norm"] == 0
 
 
 def test_update_ratio_is_one_on_the_first_epoch(policy):
@@ -145,7 +145,7 @@ def test_update_ratio_is_one_on_the_first_epoch(policy):
     set_config(batch_size=8, rollouts=2, advantage="grpo", ppo_epochs=1)
     rows, _ = train.sample_step(model, None, tok, problems, 0, {})
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    st = train.update(model, None, opt, rows)
+    st = train.update(model, None, opt, train.select_rows([rows]))
     assert st["ratio"] == pytest.approx(1.0, abs=1e-5) and st["clipfrac"] == 0
 
 

@@ -25,11 +25,15 @@ def train_cli(*args, env=None):
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_equal_one_process(tmp_path):
-    one = train_cli(sys.executable, "train.py", *FLAGS, f"--out_dir={tmp_path / 'one'}")
+@pytest.mark.parametrize("extra", [[], ["--filter_zero_variance=True", "--resample_tries=2", "--rollouts=3"]],
+                         ids=["plain", "dynamic_sampling"])  # the filter leaves ranks with unequal row counts
+def test_torchrun_two_ranks_equal_one_process(tmp_path, extra):
+    flags = FLAGS + extra
+    one = train_cli(sys.executable, "train.py", *flags, f"--out_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-2000:]
-    two = train_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                    "train.py", *FLAGS, f"--out_dir={tmp_path / 'two'}", env={"OMP_NUM_THREADS": "1"})
+    port = str(29533 + len(extra))
+    two = train_cli(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                    "train.py", *flags, f"--out_dir={tmp_path / 'two'}", env={"OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = (load_file(tmp_path / d / "ckpt" / "model.safetensors") for d in ("one", "two"))
     base = load_file(os.path.join(ROOT, "assets", "tiny-arith", "model.safetensors"))
