@@ -23,6 +23,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
+import model as model_lib
 from model import Transformer, read_hf_config, token_logprobs
 from rollout import generate
 
@@ -54,7 +55,12 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     prompts = torch.randint(3, vocab, (n_prompts, prompt_len), generator=g).to(args.device)
     if args.compile:  # the compiled module forwards attribute lookups (lm_head, new_cache) to the model
         ours = torch.compile(ours, dynamic=True)
-    ours_gen = lambda: generate(ours, prompts.tolist(), n, new_tokens, temperature=1.0)
+    # bf16 runs under autocast too, as train.py's do: that is what routes CUDA attention to flash-attn
+    amp = lambda: torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    def ours_gen():
+        with amp():
+            return generate(ours, prompts.tolist(), n, new_tokens, temperature=1.0)
     hf_gen = lambda: hf.generate(prompts, do_sample=True, num_return_sequences=n, max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0, top_k=None,
                                  top_p=None, temperature=1.0)
@@ -66,7 +72,8 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     valid = torch.ones_like(seqs, dtype=torch.bool)
 
     def ours_step():
-        lp, _ = token_logprobs(ours, seqs, valid)
+        with amp():
+            lp, _ = token_logprobs(ours, seqs, valid)
         lp.sum().backward()
 
     def hf_step():
@@ -171,7 +178,9 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s)")
+    flash = model_lib.flash_attn_with_kvcache is not None and args.device.startswith("cuda") and args.dtype == "bfloat16"
+    print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s), "
+          f"attention: {'flash-attn' if flash else 'PyTorch SDPA'}")
     bench_shape("tiny-arith policy", "assets/tiny-arith", 32, 8, 8, 8, args)
     with tempfile.TemporaryDirectory() as d:
         cfg = Qwen2Config(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
