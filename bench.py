@@ -178,7 +178,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    flash = model_lib.flash_attn_with_kvcache is not None and args.device.startswith("cuda") and args.dtype == "bfloat16"
+    flash = model_lib.flash_attn_with_kvcache is not None and args.device.startswith("cuda") \
+        and args.dtype == "bfloat16"
     print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s), "
           f"attention: {'flash-attn' if flash else 'PyTorch SDPA'}")
     bench_shape("tiny-arith policy", "assets/tiny-arith", 32, 8, 8, 8, args)
