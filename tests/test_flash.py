@@ -133,3 +133,68 @@ def test_flash_paths_get_bf16_inputs_under_autocast(tmp_path, monkeypatch):
     assert calls["varlen"] > 0 and calls["kvcache"] > 0
     torch.testing.assert_close(got_lp, want_lp, atol=0.05, rtol=0.05)  # bf16 rounding in different places
     torch.testing.assert_close(got.logprobs, want.logprobs, atol=0.05, rtol=0.05)
+
+
+def teacher_forced(m, prompts, cont):
+    """Prefill left-padded prompts, then feed cont (B, K) one token at a time through the KV cache, as the
+    sampler does: logits (B, K + 1, V) of the last prompt position and each fed token."""
+    B, P, K = len(prompts), max(map(len, prompts)), cont.size(1)
+    device = cont.device
+    tokens = torch.zeros(B, P, dtype=torch.long, device=device)
+    valid = torch.zeros(B, P, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i, P - len(p):] = torch.tensor(p, device=device)
+        valid[i, P - len(p):] = True
+    cache = m.new_cache(B, P + K)
+    out = [m(tokens, model_lib.positions(valid), model_lib.padded_causal_mask(valid), cache, last_only=True)]
+    keys = torch.cat((valid, torch.ones(B, K, dtype=torch.bool, device=device)), 1)
+    for t in range(K):
+        pos = (valid.sum(1) + t)[:, None]
+        out.append(m(cont[:, t:t + 1], pos, keys[:, None, None, :P + t + 1], cache))
+    return torch.cat(out, 1).float()
+
+
+def flash_vs_sdpa(path, device, monkeypatch):
+    """(flash, SDPA) results of decoding and of the training forward + backward under bf16 autocast."""
+    m = Transformer.from_pretrained(path, device=device)
+    tokens, valid = (t.to(device) for t in padded_batch())
+    cont = torch.randint(1, 61, (3, 6), generator=torch.Generator().manual_seed(0)).to(device)
+
+    def run():
+        m.zero_grad()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            with torch.no_grad():
+                logits = teacher_forced(m, PROMPTS, cont)
+            lp, _ = token_logprobs(m, tokens, valid)
+        lp.sum().backward()
+        return logits, lp.detach().float(), torch.cat([p.grad.flatten() for p in m.parameters()])
+    flash = run()
+    monkeypatch.setattr(model_lib, "use_flash", lambda x: False)
+    return flash, run()
+
+
+def assert_bf16_close(flash, sdpa):
+    for a, b in zip(flash, sdpa):  # bf16 rounds in different places on the two paths
+        assert (a - b).abs().max() <= 0.03 * b.abs().max() + 1e-3
+
+
+def test_flash_vs_sdpa_check_on_cpu_with_the_reference_kernels(tmp_path, monkeypatch):
+    """The check below, run here against the reference kernels: it must pass, and fail on a wrong leftpad."""
+    path, _ = tiny_hf("qwen2", tmp_path)
+    calls = fake_flash(monkeypatch, half=True)
+    assert_bf16_close(*flash_vs_sdpa(path, "cpu", monkeypatch))
+    assert calls["varlen"] and calls["kvcache"]
+    fake_flash(monkeypatch, half=True)
+    real = model_lib.flash_attn_with_kvcache
+    monkeypatch.setattr(model_lib, "flash_attn_with_kvcache",
+                        lambda q, k, v, *, cache_leftpad, **kw: real(q, k, v, cache_leftpad=cache_leftpad * 0, **kw))
+    with pytest.raises(AssertionError):
+        assert_bf16_close(*flash_vs_sdpa(path, "cpu", monkeypatch))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and model_lib.flash_attn_with_kvcache is not None),
+                    reason="needs a CUDA GPU and flash-attn")
+@pytest.mark.parametrize("family", ["qwen2", "llama", "olmo2"])
+def test_real_flash_attn_matches_sdpa_on_cuda(family, tmp_path, monkeypatch):
+    path, _ = tiny_hf(family, tmp_path, hidden_size=256, num_attention_heads=4, num_key_value_heads=2)  # head_dim 64
+    assert_bf16_close(*flash_vs_sdpa(path, "cuda", monkeypatch))
