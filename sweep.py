@@ -3,6 +3,7 @@ Sweeps of design choices x seeds through train.py, then their table and curves (
 
     python sweep.py advantage                     # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
     python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: one run at a time
+    python sweep.py advantage --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
     python sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
 PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file). As in the
@@ -22,6 +23,7 @@ import os
 import shlex
 import subprocess
 import sys
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,12 +128,18 @@ def run_one(run):
     with open(os.path.join(run["dir"], "run.json"), "w") as f:
         json.dump(run["fingerprint"], f)
     cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume)]
-    say(f"{tag}: {'resume' if resume else 'start'}")
+    gpu = run["free_gpus"].get() if run["free_gpus"] else None  # held for the run; a job per GPU: never waits
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if gpu is not None else None  # the run sees that GPU only
+    say(f"{tag}: {'resume' if resume else 'start'}" + (f" on GPU {gpu}" if gpu is not None else ""))
     t0 = time.time()
-    with open(os.path.join(run["dir"], "train.out"), "a" if resume else "w") as out:
-        out.write(f"$ {shlex.join(cmd)}\n")
-        out.flush()
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode
+    try:
+        with open(os.path.join(run["dir"], "train.out"), "a" if resume else "w") as out:
+            out.write(f"$ {f'CUDA_VISIBLE_DEVICES={gpu} ' if gpu is not None else ''}{shlex.join(cmd)}\n")
+            out.flush()
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    finally:
+        if gpu is not None:
+            run["free_gpus"].put(gpu)
     wall = time.time() - t0
     test = final_line(run["dir"]).get("test_pass@1")
     if rc != 0 or test is None:
@@ -151,6 +159,7 @@ def main(argv=None):
     p.add_argument("--base", default="config/sweep_cpu.py",
                    help="model/data config applied before each entry's ('' for none)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids: a run on each at a time (sets --jobs)")
     p.add_argument("--out", default="out/sweep")
     p.add_argument("--baseline", default="", help="entry the gains are measured against (default: the first)")
     args, extra = p.parse_known_args(argv)
@@ -164,8 +173,13 @@ def main(argv=None):
     if args.baseline and args.baseline not in entries:
         die(f"--baseline={args.baseline} is not an entry of the pipeline: {', '.join(entries)}")
     base = [args.base] if args.base else []
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    free_gpus = queue.Queue() if gpus else None  # the GPU ids no run holds now
+    for g in gpus:
+        free_gpus.put(g)
+    args.jobs = len(gpus) or args.jobs
     # seed-major, so that every entry has a seed early on; numbered in that order
-    runs = [dict(name=name, seed=s, dir=os.path.join(args.out, name, f"seed{s}"),
+    runs = [dict(name=name, seed=s, dir=os.path.join(args.out, name, f"seed{s}"), free_gpus=free_gpus,
                  args=[*base, *cfg, f"--seed={s}", *extra]) for s in range(args.seeds) for name, cfg in entries.items()]
     for i, run in enumerate(runs, 1):
         run.update(index=f"{i}/{len(runs)}", fingerprint=fingerprint(run["args"]))

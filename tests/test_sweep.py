@@ -152,6 +152,27 @@ def test_a_failed_run_does_not_stop_the_sweep(swept, tmp_path, monkeypatch, caps
     assert list(table_rows(out / "results.md")) == ["minimal"]  # the table of the runs that finished
 
 
+def test_gpus_give_each_run_its_own_gpu(swept, tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "fake_train.py"  # records the GPU it was given and when, then logs a finished run
+    fake.write_text(f"""import os, shutil, sys, time
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
+t0 = time.time()
+time.sleep(0.3)
+open(os.path.join(out, "gpu.txt"), "w").write(f"{{os.environ['CUDA_VISIBLE_DEVICES']}} {{t0}} {{time.time()}}")
+shutil.copy({str(swept[0] / "minimal" / "seed0" / "log.jsonl")!r}, os.path.join(out, "log.jsonl"))
+""")
+    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    monkeypatch.chdir(ROOT)
+    sweep.main([PIPELINE + ",config/rloo.py", "--seeds=2", f"--out={tmp_path / 's'}", "--gpus=3, 5", *TINY])
+    used = [open(f).read().split() for f in glob.glob(str(tmp_path / "s" / "*" / "seed*" / "gpu.txt"))]
+    assert len(used) == 6 and {g for g, _, _ in used} == {"3", "5"}
+    for gpu in ("3", "5"):  # one run at a time on a GPU
+        spans = sorted((float(a), float(b)) for g, a, b in used if g == gpu)
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    assert "on GPU 3" in capsys.readouterr().out
+    assert open(tmp_path / "s" / "rloo" / "seed0" / "train.out").readline().startswith("$ CUDA_VISIBLE_DEVICES=")
+
+
 def test_plot_without_matplotlib_writes_the_table_and_says_how(swept, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
     plot.main([str(swept[0]), f"--out={tmp_path / 'r'}"])
