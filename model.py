@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import sys
 
 import torch
@@ -283,6 +284,7 @@ class Transformer(nn.Module):
         missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg["tie_word_embeddings"])]
         if missing or unexpected:
             die(f"weights in {path} do not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        model.source = path  # save_pretrained copies its generation_config.json
         return model.to(device=device, dtype=dtype)
 
     def save_pretrained(self, out):
@@ -295,6 +297,10 @@ class Transformer(nn.Module):
         hf = dict(self.hf_config, torch_dtype=str(self.lm_head.weight.dtype).removeprefix("torch."))
         with open(os.path.join(out, "config.json"), "w") as f:
             json.dump(hf, f, indent=2)
+        # the base model's stop ids and default sampling settings, which vLLM and generate() apply on their own
+        gen = os.path.join(getattr(self, "source", ""), "generation_config.json")
+        if os.path.exists(gen):
+            shutil.copyfile(gen, os.path.join(out, "generation_config.json"))
 
 
 def resolve(path):

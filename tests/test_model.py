@@ -61,6 +61,18 @@ def test_save_pretrained_loads_in_transformers(family, tmp_path):
         torch.testing.assert_close(hf(idx).logits, ours(idx), atol=1e-5, rtol=1e-5)
 
 
+def test_save_pretrained_keeps_the_base_models_generation_config(tmp_path):
+    """Instruct models stop at end-of-turn ids and carry default sampling settings in generation_config.json,
+    which vLLM and generate() apply: a checkpoint must keep them to stand in for the base model."""
+    from transformers import GenerationConfig
+    path, _ = tiny_hf("qwen2", tmp_path)
+    GenerationConfig(eos_token_id=[2, 5], temperature=0.7, top_p=0.8, do_sample=True).save_pretrained(path)
+    Transformer.from_pretrained(path).save_pretrained(str(tmp_path / "a"))
+    Transformer.from_pretrained(str(tmp_path / "a")).save_pretrained(str(tmp_path / "b"))  # e.g. a resumed run's
+    g = GenerationConfig.from_pretrained(str(tmp_path / "b"))
+    assert (g.eos_token_id, g.temperature, g.top_p) == ([2, 5], 0.7, 0.8)
+
+
 def test_token_logprobs_match_log_softmax(tmp_path):
     path, hf = tiny_hf("llama", tmp_path)
     model = Transformer.from_pretrained(path)
