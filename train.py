@@ -376,8 +376,8 @@ def main():
                     **metrics, **stats, trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
                     tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
         if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
-            line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-            torch.cuda.reset_peak_memory_stats()
+            line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+            torch.cuda.reset_peak_memory_stats(device)
         if step % eval_interval == 0 or step == max_steps:  # evaluate, then checkpoint below
             line.update(run_eval(policy, tok, eval_sets, step))
             bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
