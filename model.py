@@ -122,7 +122,7 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv_head, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if varlen is not None or kv_span is not None:
-            q, k = q.to(v.dtype), k.to(v.dtype)  # RoPE's fp32 cos/sin promote q, k; FlashAttention wants bf16
+            q, k = q.to(v.dtype), k.to(v.dtype)  # RoPE's fp32 cos/sin promote q, k; flash-attn wants v's bf16
         if varlen is not None:  # training: one packed row (B = 1) of sequences bounded by cu_seqlens
             cu, max_len = varlen
             y = flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, max_len, max_len, causal=True)  # (total, H, D)
