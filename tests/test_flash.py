@@ -3,7 +3,8 @@
 flash-attn runs on CUDA only, so these tests swap its two kernels for references written from its
 documented semantics and its C++ argument checks (equal half-precision dtypes, contiguous last dim,
 int32 lengths, shapes; `cache_seqlens` is where a row's keys end in the cache, `cache_leftpad` where
-they start, and causal masking aligns the queries with the last keys). They prove that nanoRFT calls
+they start, as in flash-attn's block_info.h and its own tests' key_padding_mask, and causal masking
+aligns the queries with the last keys). They prove that nanoRFT calls
 the kernels with the right arguments and layouts; the kernels themselves are flash-attn's to test.
 """
 import pytest
