@@ -20,10 +20,10 @@ midway resumes from its last checkpoint (train.py --init_from=resume) if its run
 import argparse
 import json
 import os
+import queue
 import shlex
 import subprocess
 import sys
-import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor

@@ -224,10 +224,10 @@ def update(model, ref, opt, rows):
     totals = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0)
     n_opt, bad = 0, 0
     n_mb = min(minibatches, int(ddp.all_sum(N)))
+    mbs = [(order % n_mb == k).nonzero().squeeze(1) for k in range(n_mb)]  # this rank's rows of minibatch k
+    mbs = [torch.cat((mb, torch.full((ddp.all_max(len(mb)) - len(mb),), N))) for mb in mbs]  # same length on all ranks
     for _ in range(ppo_epochs):
-        for k in range(n_mb):
-            mb = (order % n_mb == k).nonzero().squeeze(1)  # this rank's rows of the single-process minibatch k
-            mb = torch.cat((mb, torch.full((ddp.all_max(len(mb)) - len(mb),), N)))  # (same length on all ranks)
+        for mb in mbs:
             n_tokens = max(ddp.all_sum(mask[mb].sum().item()), 1.0)
             n_seqs = max(ddp.all_sum(real[mb].sum().item()), 1.0)
             micro = mb.split(micro_batch_size or len(mb))

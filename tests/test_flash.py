@@ -14,6 +14,7 @@ from conftest import tiny_hf
 import model as model_lib
 from model import Transformer, token_logprobs
 from rollout import generate, prompt_generators
+from test_model import padded_batch
 
 
 def check(half, *tensors):
@@ -66,18 +67,6 @@ def fake_flash(monkeypatch, half):
     monkeypatch.setattr(model_lib, "flash_attn_varlen_func", flash_attn_varlen_func)
     monkeypatch.setattr(model_lib, "flash_attn_with_kvcache", flash_attn_with_kvcache)
     return calls
-
-
-def padded_batch():
-    """Left-padded prompts and right-padded responses, as the sampler returns them."""
-    torch.manual_seed(1)
-    tokens = torch.randint(1, 61, (3, 10))
-    valid = torch.ones(3, 10, dtype=torch.bool)
-    valid[0, :3] = False  # left padding
-    valid[1, 8:] = False  # right padding after a stop token
-    valid[2, :1] = False
-    valid[2, 7:] = False
-    return tokens.masked_fill(~valid, 0), valid
 
 
 def logprobs_and_grads(m, tokens, valid):
