@@ -43,6 +43,8 @@ task = "arith"  # arith | gsm8k | math (train MATH-lighteval, test MATH-500) | m
 data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset (same columns)
 max_prompt_tokens = 512  # longer prompts are dropped from the splits (with a count), as verl does
 strict = True  # strict answer format in the reward (GSM8K "#### n"); False = lenient extraction
+grader = "nanorft"  # nanorft | paper: which grader gives the training reward (pass@1 is logged under both)
+train_problems = 0  # train on a fixed, seeded subset of this many training problems; 0 = all (eval: whole splits)
 max_new_tokens = 8  # response length limit
 # rollouts
 batch_size = 32  # prompts per step
@@ -67,9 +69,12 @@ micro_batch_size = 0  # sequences per forward/backward (bounds memory); 0 = the 
 grad_checkpointing = False  # recompute each block's activations in backward: less memory, ~30% more compute
 clip_low = 0.2  # PPO ratio clip below: 1 - clip_low
 clip_high = 0.2  # PPO ratio clip above: 1 + clip_high (DAPO clip-higher: 0.28)
+ratio_level = "token"  # token | sequence (GSPO: one length-normalized ratio per response, clipped per sequence)
+policy_loss = "ppo"  # ppo (clipped surrogate) | cispo (clipped importance weight, detached, times -adv * logp)
 dual_clip = 0.0  # dual-clip PPO constant c > 1 bounding the loss of negative advantages; 0 = off
 kl_coef = 0.0  # weight of KL to the frozen initial policy; 0 = no reference model at all
 kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
+kl_clamp = 0.0  # clamp each token's KL estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl: 10); 0 = off
 kl_in_reward = False  # True: subtract kl_coef * sequence KL from the reward instead of adding it to the loss
 entropy_coef = 0.0  # entropy bonus weight (entropy is logged either way)
 # optimizer
@@ -79,6 +84,7 @@ warmup_steps = 0  # linear warmup steps of the cosine schedule
 min_lr_ratio = 0.1  # final lr / peak lr of the cosine schedule
 weight_decay = 0.0  # AdamW weight decay
 grad_clip = 1.0  # max global grad norm; 0 = off
+overwrite = False  # a fresh run may replace the run already in out_dir (else it stops with an error)
 max_bad_steps = 3  # stop after this many steps in a row with a non-finite loss or gradient (each is skipped)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
