@@ -12,31 +12,24 @@ Tasks and their splits, as lists of {"prompt": str, "answer": str}, and the prom
 data_path replaces the hub with local files in the hub's columns: a directory holding {split}.parquet,
 {split}.jsonl or hub-style shards {split}-*.parquet (a downloaded repo's data/ or main/ folder), or a
 single .parquet/.jsonl file, which then serves whichever split is asked (train and test alike).
+A file that can't be used (empty, no rows, not UTF-8, corrupt, unreadable) ends the run with one line
+naming it, before any training.
+
+Which training problems a step sees: train_subset (train_problems: a fixed, seeded subset), then
+batch_indices (shuffled epochs), both pure functions of their arguments so a resumed run sees the same.
 """
 import functools
 import glob
+import logging
 import os
 import random
 import sys
 
 from configurator import die
 
+TASKS = ("arith", "gsm8k", "math", "math_full")
 ARITH_SEED = 1234  # fixes the arithmetic splits; the base policy in assets/tiny-arith was made on them
 ARITH_SIZES = {"train": 2000, "test": 500}
-
-
-def arith_problem(a, b, digits=3):
-    return {"prompt": f"{a:0{digits}d}+{b:0{digits}d}=", "answer": str(a + b)}
-
-
-def arith_pairs(digits=3):
-    """All (a, b) pairs of the train and test splits, drawn without replacement from one seeded stream."""
-    rng = random.Random(ARITH_SEED)
-    pairs = rng.sample(range(10 ** (2 * digits)), ARITH_SIZES["test"] + ARITH_SIZES["train"])
-    pairs = [divmod(p, 10 ** digits) for p in pairs]
-    return {"test": pairs[:ARITH_SIZES["test"]], "train": pairs[ARITH_SIZES["test"]:]}
-
-
 LIGHTEVAL = ("DigitalLearningGmbH/MATH-lighteval", "default")
 HUB = {  # task -> split -> (dataset, config); each hub split is named like ours
     "gsm8k": {"train": ("openai/gsm8k", "main"), "test": ("openai/gsm8k", "main")},
@@ -54,14 +47,33 @@ INSTRUCTION = {  # the paper's prompt suffixes; they ask for the answer format r
 }
 
 
-def load_or_die(what, hint, *args, **kwargs):
-    """datasets.load_dataset(*args, **kwargs); a failure ends the run with one line naming `what`."""
-    import datasets  # imported here: it takes seconds, and arith never needs it
-    try:
-        return datasets.load_dataset(*args, **kwargs)
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:
-        die(f"could not load {what}: {type(e).__name__}: {' '.join(str(e).split())}{hint}")
+def load_split(task, split, data_path=""):
+    """The problems of one split of a task."""
+    if task == "arith":
+        return [arith_problem(a, b) for a, b in arith_pairs()[split]]
+    if task not in TASKS:
+        die(f"unknown task {task!r}: one of {', '.join(TASKS)}")
+    ds, where = local_split(data_path, split) if data_path else hub_split(task, split)
+    return to_problems(ds, "math" if task == "math_full" else task, where)
 
+
+# -----------------------------------------------------------------------------
+# the built-in arithmetic task
+
+def arith_problem(a, b, digits=3):
+    return {"prompt": f"{a:0{digits}d}+{b:0{digits}d}=", "answer": str(a + b)}
+
+
+def arith_pairs(digits=3):
+    """All (a, b) pairs of the train and test splits, drawn without replacement from one seeded stream."""
+    rng = random.Random(ARITH_SEED)
+    pairs = rng.sample(range(10 ** (2 * digits)), ARITH_SIZES["test"] + ARITH_SIZES["train"])
+    pairs = [divmod(p, 10 ** digits) for p in pairs]
+    return {"test": pairs[:ARITH_SIZES["test"]], "train": pairs[ARITH_SIZES["test"]:]}
+
+
+# -----------------------------------------------------------------------------
+# hub and local datasets
 
 def hub_split(task, split):
     name, config = HUB[task][split]
@@ -70,12 +82,29 @@ def hub_split(task, split):
     return ds, f"{name} ({split} split)"
 
 
+def local_split(data_path, split):
+    files = local_files(data_path, split)
+    builder = {".parquet": "parquet", ".jsonl": "json"}.get(os.path.splitext(files[0])[1])
+    if builder is None:
+        die(f"data_path {data_path!r} must be a .parquet or .jsonl file, or a directory of them")
+    check_files(files)
+    if split == "test" and os.path.isfile(data_path):  # allowed (e.g. a quick look at learning), but never silent
+        print(f"warning: data_path {data_path!r} is one file, so the test split is the training problems: "
+              f"test accuracy will not measure generalization", file=sys.stderr)
+    # the builder puts all data_files in its one split, named "train" whichever split they hold
+    hint = "; fix the file or download it again"
+    ds = load_or_die(", ".join(files), hint, builder, data_files=files, split="train")
+    return ds, f"{', '.join(files)} ({split} split)"
+
+
 def local_files(data_path, split):
     """The file(s) holding one split: data_path itself if it is a file, else the first pattern that matches."""
+    if not os.path.exists(data_path):
+        die(f"data_path {data_path!r} does not exist")
+    if not os.access(data_path, os.R_OK):
+        die(f"data_path {data_path!r} is not readable (permission denied): make it readable, or copy the data")
     if os.path.isfile(data_path):
         return [data_path]
-    if not os.path.isdir(data_path):
-        die(f"data_path {data_path!r} does not exist")
     for pattern in (f"{split}.parquet", f"{split}.jsonl", f"{split}-*.parquet"):
         files = sorted(glob.glob(os.path.join(glob.escape(data_path), pattern)))
         if files:
@@ -83,17 +112,49 @@ def local_files(data_path, split):
     die(f"data_path {data_path!r} has no {split}.parquet, {split}.jsonl or {split}-*.parquet")
 
 
-def local_split(data_path, split):
-    files = local_files(data_path, split)
-    builder = {".parquet": "parquet", ".jsonl": "json"}.get(os.path.splitext(files[0])[1])
-    if builder is None:
-        die(f"data_path {data_path!r} must be a .parquet or .jsonl file, or a directory of them")
-    if split == "test" and os.path.isfile(data_path):  # allowed (e.g. a quick look at learning), but never silent
-        print(f"warning: data_path {data_path!r} is one file, so the test split is the training problems: "
-              f"test accuracy will not measure generalization", file=sys.stderr)
-    # the builder puts all data_files in its one split, named "train" whichever split they hold
-    ds = load_or_die(", ".join(files), "", builder, data_files=files, split="train")
-    return ds, f"{', '.join(files)} ({split} split)"
+def check_files(files):
+    """Each file readable and well-formed enough for datasets, and the split not empty: checked here, where we
+    can name the file, because datasets reports these cases with a traceback or a message naming neither."""
+    rows = 0
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read() if path.endswith(".jsonl") else f.read(1)  # parquet: pyarrow reads its footer
+        except OSError as e:
+            die(f"{path} cannot be read ({e.strerror or e}): make it readable, or download it again")
+        if not raw:
+            die(f"{path} is empty (0 bytes): download it again, or point data_path at a copy with rows")
+        if path.endswith(".jsonl"):
+            try:
+                rows += sum(1 for line in raw.decode().splitlines() if line.strip())
+            except UnicodeDecodeError as e:
+                line = raw.count(b"\n", 0, e.start) + 1
+                die(f"{path} line {line} is not UTF-8 ({e.reason}): save the file as UTF-8")
+            continue
+        import pyarrow.parquet  # a dependency of datasets
+        try:
+            rows += pyarrow.parquet.read_metadata(path).num_rows
+        except (pyarrow.ArrowException, OSError, ValueError) as e:  # a truncated download, or not parquet at all
+            die(f"{path} is not a readable parquet file ({type(e).__name__}: {' '.join(str(e).split())}): "
+                f"download it again")
+    if rows == 0:
+        die(f"{', '.join(files)} has no rows: point data_path at a copy with problems in it")
+
+
+def load_or_die(what, hint, *args, **kwargs):
+    """datasets.load_dataset(*args, **kwargs); a failure ends the run with one line naming `what`."""
+    import datasets  # imported here: it takes seconds, and arith never needs it
+    log = logging.getLogger("datasets")  # it logs a failure before raising it: quiet, so the error stays one line
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except (OSError, ValueError, StopIteration, datasets.exceptions.DatasetsError) as e:
+        while e.__cause__ is not None:  # DatasetGenerationError wraps the parser's error, which says what is wrong
+            e = e.__cause__
+        die(f"could not load {what}: {type(e).__name__}: {' '.join(str(e).split())}{hint}")
+    finally:
+        log.setLevel(level)
 
 
 def to_problems(ds, task, where):
@@ -113,15 +174,47 @@ def to_problems(ds, task, where):
     return [{"prompt": f"{row[q].strip()} {INSTRUCTION[task]}", "answer": row[a]} for row in rows]
 
 
-def load_split(task, split, data_path=""):
-    """The problems of one split of a task."""
-    if task == "arith":
-        return [arith_problem(a, b) for a, b in arith_pairs()[split]]
-    if task not in HUB:
-        raise ValueError(f"unknown task {task!r}")
-    ds, where = local_split(data_path, split) if data_path else hub_split(task, split)
-    return to_problems(ds, "math" if task == "math_full" else task, where)
+def fit_prompts(tok, task, problems, split, max_prompt_tokens, verbose=True):
+    """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
+    kept = [p for p in problems if len(encode_prompt(tok, task, p)) <= max_prompt_tokens]
+    if len(kept) < len(problems) and verbose:
+        print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
+              f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
+    if not kept:
+        die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
+    return kept
 
+
+# -----------------------------------------------------------------------------
+# which problems each step trains on
+
+def train_subset(problems, n, seed):
+    """The first n problems of a seeded permutation of `problems`; n = 0: all of them, in their order.
+    It depends on nothing but its arguments, and a larger n only adds problems (the subsets for growing n
+    are nested), so "more data" runs train on a superset of the smaller runs' problems."""
+    if n == 0:
+        return problems
+    if not 0 < n <= len(problems):
+        die(f"train_problems={n} must be between 1 and the {len(problems)} training problems (0 = all)")
+    # a stream of its own: epoch_order's permutations start from the same seed
+    order = random.Random(f"train_subset {seed}").sample(range(len(problems)), len(problems))
+    return [problems[i] for i in order[:n]]
+
+
+def batch_indices(n_problems, batch_size, seed, step):
+    """The problem indices of training step `step`: shuffled epochs, each its own seeded permutation.
+    A pure function of (seed, step), so a resumed run sees exactly the same data order."""
+    return [epoch_order(n_problems, seed, i // n_problems)[i % n_problems]
+            for i in range(step * batch_size, (step + 1) * batch_size)]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_problems, seed, epoch):
+    return random.Random(seed * 1_000_003 + epoch).sample(range(n_problems), n_problems)
+
+
+# -----------------------------------------------------------------------------
+# prompt encoding
 
 def encode_prompt(tok, task, problem):
     """Token ids of a problem's prompt, as the policy sees it."""
@@ -134,32 +227,9 @@ def encode_prompt(tok, task, problem):
     return tok.encode(problem["prompt"], add_special_tokens=True)  # a BOS where the tokenizer has one
 
 
-@functools.lru_cache(maxsize=2)
-def epoch_order(n_problems, seed, epoch):
-    return random.Random(seed * 1_000_003 + epoch).sample(range(n_problems), n_problems)
-
-
-def batch_indices(n_problems, batch_size, seed, step):
-    """The problem indices of training step `step`: shuffled epochs, each its own seeded permutation.
-    A pure function of (seed, step), so a resumed run sees exactly the same data order."""
-    return [epoch_order(n_problems, seed, i // n_problems)[i % n_problems]
-            for i in range(step * batch_size, (step + 1) * batch_size)]
-
-
 def stop_ids(tok):
     """Token ids that end a response: EOS, plus chat templates' end-of-turn tokens when present."""
     ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     vocab = tok.get_vocab()
     ids |= {vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>") if t in vocab}
     return sorted(ids)
-
-
-def fit_prompts(tok, task, problems, split, max_prompt_tokens, verbose=True):
-    """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
-    kept = [p for p in problems if len(encode_prompt(tok, task, p)) <= max_prompt_tokens]
-    if len(kept) < len(problems) and verbose:
-        print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
-              f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
-    if not kept:
-        die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
-    return kept

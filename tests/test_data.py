@@ -1,5 +1,9 @@
-"""GSM8K and MATH loading from tiny local files in the hub's schemas, hub failures, and prompt encoding."""
+"""GSM8K and MATH loading from tiny local files in the hub's schemas, bad files and hub failures, the
+train_problems subset, and prompt encoding."""
+import collections
+import logging
 import os
+import random
 import string
 
 import datasets
@@ -7,10 +11,7 @@ import pytest
 
 import data
 import reward
-import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
 GSM8K_SUFFIX = 'Let\'s think step by step and output the final answer after "####".'
 MATH_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -124,6 +125,55 @@ def test_a_missing_data_path_or_split_file_exits_2(tmp_path, capsys):
     assert "must be a .parquet or .jsonl" in exits_with_one_line(capsys, data.load_split, "gsm8k", "test", str(bad))
 
 
+def test_an_unknown_task_exits_2(capsys):
+    assert "unknown task 'gsm9k': one of arith, gsm8k, math, math_full" in \
+        exits_with_one_line(capsys, data.load_split, "gsm9k", "train")
+
+
+def parquet_with_no_rows(path):
+    datasets.Dataset.from_list(GSM8K).select([]).to_parquet(path)
+
+
+def parquet_cut_short(path):
+    write(GSM8K, path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(raw[:len(raw) // 2])  # a download that stopped half way
+
+
+@pytest.mark.parametrize("name, content, msg", [
+    ("train.jsonl", b"", "is empty (0 bytes): download it again"),
+    ("train.parquet", b"", "is empty (0 bytes): download it again"),
+    ("train.jsonl", b"\n  \n", "has no rows"),
+    ("train.parquet", parquet_with_no_rows, "has no rows"),
+    ("train.jsonl", b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9?", "answer": "#### 2"}\n',
+     "line 2 is not UTF-8 (invalid continuation byte): save the file as UTF-8"),
+    ("train.parquet", b"PAR1 this is not parquet", "is not a readable parquet file (ArrowInvalid"),
+    ("train.parquet", parquet_cut_short, "is not a readable parquet file (ArrowInvalid"),
+    ("train.jsonl", b'{"question": "q", "answer": "#### 1"}\n{"question": "q2", "ans\n',
+     "could not load {path}: ArrowInvalid: JSON parse error"),
+])
+def test_a_file_that_cannot_be_used_is_named_in_one_line(tmp_path, capsys, caplog, name, content, msg):
+    path = str(tmp_path / name)
+    content(path) if callable(content) else open(path, "wb").write(content)
+    level = logging.getLogger("datasets").level
+    err = exits_with_one_line(capsys, data.load_split, "gsm8k", "train", str(tmp_path))
+    assert path in err and msg.format(path=path) in err
+    # datasets logs a parse failure before raising it: that would be a second line, so it is quieted, then restored
+    assert not [r for r in caplog.records if r.name.startswith("datasets")]
+    assert logging.getLogger("datasets").level == level
+
+
+def test_an_unreadable_data_path_or_file_is_named(tmp_path, capsys, monkeypatch):
+    (tmp_path / "train.jsonl").mkdir()
+    err = exits_with_one_line(capsys, data.load_split, "gsm8k", "train", str(tmp_path))
+    assert f"{tmp_path / 'train.jsonl'} cannot be read (Is a directory)" in err
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user sees a chmod 000 directory
+    err = exits_with_one_line(capsys, data.load_split, "gsm8k", "train", str(tmp_path))
+    assert f"data_path {str(tmp_path)!r} is not readable (permission denied)" in err
+
+
 def spy_load_dataset(monkeypatch, result):
     """Replace datasets.load_dataset with one that records its calls and returns or raises `result`."""
     calls = []
@@ -210,3 +260,37 @@ def test_without_a_chat_template_the_prompt_is_plain_text_after_the_bos():
     assert ids[0] == tok.bos_token_id and tok.decode(ids[1:]) == p["prompt"]
     assert data.encode_prompt(tok, "arith", {"prompt": "007+123="})[0] != tok.bos_token_id
 
+
+# -----------------------------------------------------------------------------
+# train_problems
+
+LETTERS = list("abcdefghij")
+
+
+def test_train_subset_is_a_pinned_seeded_choice_and_zero_means_all():
+    # pinned: a change of the random stream would change which problems every train_problems run trains on
+    assert data.train_subset(LETTERS, 3, seed=0) == ["d", "j", "e"]
+    assert data.train_subset(LETTERS, 3, seed=1) == ["f", "a", "e"]
+    assert data.train_subset(LETTERS, 0, seed=0) == LETTERS  # all, in file order
+    assert sorted(data.train_subset(LETTERS, 10, seed=0)) == LETTERS
+
+
+def test_train_subsets_are_nested_and_depend_only_on_their_arguments():
+    problems = [{"prompt": f"{i}+0=", "answer": str(i)} for i in range(50)]
+    full = data.train_subset(problems, 50, seed=7)
+    random.seed(123)  # the global stream (which training also draws from) must not matter
+    for n in range(1, 51):
+        assert data.train_subset(problems, n, seed=7) == full[:n]  # more data only adds problems
+    assert problems == [{"prompt": f"{i}+0=", "answer": str(i)} for i in range(50)]  # not shuffled in place
+    assert len({p["answer"] for p in full}) == 50
+
+
+def test_each_problem_is_as_likely_to_be_the_one_problem():
+    counts = collections.Counter(data.train_subset(LETTERS, 1, seed=s)[0] for s in range(2000))
+    assert sorted(counts) == LETTERS and all(140 < c < 260 for c in counts.values()), counts  # 200 each on average
+
+
+@pytest.mark.parametrize("n", [11, -1])
+def test_train_problems_beyond_the_split_exits_2_naming_both_numbers(capsys, n):
+    err = exits_with_one_line(capsys, data.train_subset, LETTERS, n, 0)
+    assert f"train_problems={n} must be between 1 and the 10 training problems (0 = all)" in err
