@@ -53,15 +53,16 @@ def configure(defaults, argv, source=None):
         elif arg.startswith("-") or ("=" in arg and not os.path.exists(arg)):
             die(f"argument {arg!r} is neither a config file nor --key=value (--help lists the keys)")
         else:
-            for k, v in exec_config(arg, {}, ()).items():
+            for k, v in exec_config(arg, {}).items():
                 if not k.startswith("_") and not isinstance(v, types.ModuleType):  # a config may `import math`
                     out[k] = check(k, v, defaults, arg)
     return out
 
 
-def exec_config(path, ns, including):
+def exec_config(path, ns, including=(), read=None):
     """Exec the config file `path` into the dict ns and return ns; `including` is the chain of files
-    whose include() led here, so a file that includes itself is caught instead of recursing forever."""
+    whose include() led here, so a file that includes itself is caught instead of recursing forever.
+    read: a list to which each file read is appended."""
     where = f"config file {path!r}" + (f" (included from {including[-1]!r})" if including else "")
     if os.path.realpath(path) in map(os.path.realpath, including):
         die(f"{where} includes itself: {' -> '.join(including + (path,))}")
@@ -69,6 +70,8 @@ def exec_config(path, ns, including):
         with open(path, "rb") as f:
             raw = f.read().removeprefix(codecs.BOM_UTF8)  # the byte-order mark some Windows editors write
         src = raw.decode()
+        if read is not None:
+            read.append(path)
     except FileNotFoundError:
         die(f"{where} not found" + (f"; did you mean {path + '.py'!r}?" if os.path.isfile(path + ".py") else ""))
     except IsADirectoryError:
@@ -82,7 +85,7 @@ def exec_config(path, ns, including):
     def include(name):
         if not isinstance(name, str):
             die(f"include() in {path!r} needs a file name string, got {name!r}")
-        exec_config(os.path.join(os.path.dirname(path), name), ns, including + (path,))
+        exec_config(os.path.join(os.path.dirname(path), name), ns, including + (path,), read)
     try:
         # exec'd with include() as its only global and ns as its locals: config files are the user's own
         # code, like nanoGPT's, and each include() resolves paths against its own file's directory
@@ -92,6 +95,14 @@ def exec_config(path, ns, including):
     except Exception as e:
         die(f"{where} failed: {type(e).__name__}: {' '.join(str(e).split())}")
     return ns
+
+
+def config_files(path):
+    """The config file `path` and every file it includes, in the order they are read: what a run's setting
+    depends on (sweep.py fingerprints their text)."""
+    read = []
+    exec_config(path, {}, read=read)
+    return read
 
 
 def check(key, value, defaults, where):

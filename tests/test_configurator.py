@@ -1,7 +1,7 @@
 """Config files, include(), --key=value overrides and --help; user mistakes exit 2 with one line."""
 import pytest
 
-from configurator import configure
+from configurator import config_files, configure
 
 DEFAULTS = dict(learning_rate=1e-4, batch_size=32, advantage="none", mask_truncated=False)
 
@@ -89,6 +89,7 @@ def test_include_reads_relative_to_the_including_file_and_later_lines_win(tmp_pa
     assert out == dict(learning_rate=1e-6, batch_size=8, advantage="rloo", mask_truncated=True)
     (tmp_path / "config" / "paper.py").write_text("batch_size = 64\n")  # include() overrides what came before it
     assert configure(DEFAULTS, [str(tmp_path / "config" / "paper.py"), "deep.py"])["learning_rate"] == 1e-4
+    assert config_files("deep.py") == ["deep.py", "../model.py", "../paper.py"]  # what sweep.py fingerprints
 
 
 @pytest.mark.parametrize("files, msg", [
@@ -111,7 +112,7 @@ def test_include_errors_exit_2_with_one_line(tmp_path, capsys, files, msg):
 SCRIPT = '''"""A script: its config block is what --help prints."""
 import sys
 
-from configurator import configure
+from configurator import config_files, configure
 
 # -----------------------------------------------------------------------------
 # run
