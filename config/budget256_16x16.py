@@ -1,5 +1,5 @@
-# The paper's fixed-budget experiment: 256 responses per step split as 16 prompts x 16 rollouts,
-# everything else the minimalist baseline (raw reward, no advantage trick).
+# The paper's fixed-budget experiment: 256 responses per step as 16 prompts x 16 rollouts, GRPO advantage.
+# Paper script: run_grpo_0016_16_qwen0.5b_gsm.sh.
 batch_size = 16
 rollouts = 16
-advantage = "none"
+advantage = "grpo"

@@ -1,5 +1,5 @@
-# The paper's fixed-budget experiment: 256 responses per step split as 2 prompts x 128 rollouts,
-# everything else the minimalist baseline (raw reward, no advantage trick).
+# The paper's fixed-budget experiment: 256 responses per step as 2 prompts x 128 rollouts, GRPO advantage.
+# Paper script: run_grpo_0002_128_qwen0.5b_gsm.sh.
 batch_size = 2
 rollouts = 128
-advantage = "none"
+advantage = "grpo"

@@ -1,5 +1,5 @@
-# The paper's fixed-budget experiment: 256 responses per step split as 64 prompts x 4 rollouts,
-# everything else the minimalist baseline (raw reward, no advantage trick).
+# The paper's fixed-budget experiment: 256 responses per step as 64 prompts x 4 rollouts, GRPO advantage.
+# Paper script: run_grpo_0064_4_qwen0.5b_math.sh (named _math, but its TRAIN_DATA_DIR is GSM8K's).
 batch_size = 64
 rollouts = 4
-advantage = "none"
+advantage = "grpo"

@@ -1,5 +1,5 @@
-# The paper's fixed-budget experiment: 256 responses per step split as 8 prompts x 32 rollouts,
-# everything else the minimalist baseline (raw reward, no advantage trick).
+# The paper's fixed-budget experiment: 256 responses per step as 8 prompts x 32 rollouts, GRPO advantage.
+# Paper script: run_grpo_0008_32_qwen0.5b_gsm.sh.
 batch_size = 8
 rollouts = 32
-advantage = "none"
+advantage = "grpo"

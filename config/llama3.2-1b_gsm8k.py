@@ -1,20 +1,9 @@
-# The paper's setup: Llama-3.2-1B-Instruct on GSM8K: train 7473 / test 1319 problems.
-# AdamW at lr 1e-6, 512 prompt + 1024 response tokens, sampling at temperature 1, evaluated every
-# 100 steps on the whole train and test splits. Compose a design-choice config after this one:
-#   python train.py config/llama3.2-1b_gsm8k.py config/grpo_8rollouts.py
+# The paper's setup: Llama-3.2-1B-Instruct on GSM8K (openai/gsm8k main): train 7473 / test 1319 problems.
+# The every-run settings (KL 0.001, lr 1e-6, one update per step, 512/1024 tokens, the paper's grader, eval
+# every 100 steps on both whole splits) are in paper.py. Compose a grid point after this file (README's table:
+# paper script -> command), e.g.:
+#   python train.py config/llama3.2-1b_gsm8k.py config/rollouts_8.py
+include("paper.py")
 init_from = "meta-llama/Llama-3.2-1B-Instruct"
 task = "gsm8k"
-out_dir = "out/llama3.2-1b_gsm8k"
-dtype = "bfloat16"
-max_steps = 500
-max_prompt_tokens = 512
-max_new_tokens = 1024
-temperature = 1.0
-learning_rate = 1e-6
-weight_decay = 0.01
-grad_clip = 1.0
-eval_interval = 100
-eval_problems = 0  # the whole split
-eval_batch_size = 64
-micro_batch_size = 8  # sequences per forward/backward: bounds GPU memory, not the batch the update sees
 grad_checkpointing = True  # forward+backward peak 21 GiB instead of 47 (README, GPU memory): fits a 40 GB GPU

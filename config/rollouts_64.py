@@ -1,5 +1,5 @@
-# The paper's rollouts experiment: 64 rollout(s) per prompt at a fixed batch of 32 prompts,
-# everything else the minimalist baseline (raw reward, no advantage trick).
+# The paper's rollouts experiment: 32 prompts x 64 rollouts per step, GRPO advantage.
+# Paper script: run_grpo_0032_64_qwen0.5b_gsm.sh.
 batch_size = 32
 rollouts = 64
-advantage = "none"
+advantage = "grpo"
