@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-import model as model_lib
+import flash
 from model import Transformer, read_hf_config, token_logprobs
 from rollout import generate
 
@@ -178,10 +178,10 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    flash = model_lib.flash_attn_with_kvcache is not None and args.device.startswith("cuda") \
+    use_flash = flash.flash_attn_with_kvcache is not None and args.device.startswith("cuda") \
         and args.dtype == "bfloat16"
     print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s), "
-          f"attention: {'flash-attn' if flash else 'PyTorch SDPA'}")
+          f"attention: {'flash-attn' if use_flash else 'PyTorch SDPA'}")
     bench_shape("tiny-arith policy", "assets/tiny-arith", 32, 8, 8, 8, args)
     with tempfile.TemporaryDirectory() as d:
         cfg = Qwen2Config(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,

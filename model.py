@@ -9,28 +9,20 @@ Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...) so that
 state_dict loads and saves without any key mapping.
 """
 import glob
-import inspect
 import json
 import math
 import os
 import shutil
-import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
+import flash
 from configurator import die
-
-try:  # optional, GPU only: FlashAttention-2 runs the packed training forward and decodes from the KV cache
-    from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
-    if "cache_leftpad" not in inspect.signature(flash_attn_with_kvcache).parameters:  # older flash-attn
-        print("flash-attn is too old to skip left padding in the KV cache: using PyTorch SDPA", file=sys.stderr)
-        raise ImportError
-except ImportError:
-    flash_attn_varlen_func = flash_attn_with_kvcache = None
 
 LOGIT_CHUNK = 2 ** 27  # fp32 logit elements materialized at once when computing log-probs (512 MB)
 
@@ -100,8 +92,9 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer):
         super().__init__()
+        self.layer = layer  # which of the KV cache's layers holds this one's keys and values
         self.n_head, self.n_kv_head, self.head_dim = cfg["n_head"], cfg["n_kv_head"], cfg["head_dim"]
         d, q_dim, kv_dim = cfg["hidden_size"], self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         self.q_proj = nn.Linear(d, q_dim, bias=cfg["qkv_bias"])
@@ -112,7 +105,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(q_dim, cfg["rms_norm_eps"])
             self.k_norm = RMSNorm(kv_dim, cfg["rms_norm_eps"])
 
-    def forward(self, x, cos, sin, mask, cache, layer, varlen=None, kv_span=None):
+    def forward(self, x, rope, ctx):
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if hasattr(self, "q_norm"):
@@ -120,23 +113,9 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, H, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim)  # (B, T, H_kv, D)
         v = v.view(B, T, self.n_kv_head, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if varlen is not None or kv_span is not None:
-            q, k = q.to(v.dtype), k.to(v.dtype)  # RoPE's fp32 cos/sin promote q, k; flash-attn wants v's bf16
-        if varlen is not None:  # training: one packed row (B = 1) of sequences bounded by cu_seqlens
-            cu, max_len = varlen
-            y = flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, max_len, max_len, causal=True)  # (total, H, D)
-            return self.o_proj(y.reshape(1, T, -1))
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, T_keys, H_kv, D)
-        if kv_span is not None:  # decoding: FlashAttention reads each row's keys [first, end) of the cache in place
-            first, end = kv_span
-            y = flash_attn_with_kvcache(q, k, v, cache_seqlens=end, cache_leftpad=first, causal=True)  # (B, T, H, D)
-            return self.o_proj(y.reshape(B, T, -1))
-        causal = mask is None and T > 1  # no mask given: plain causal attention over unpadded rows
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
-                                           is_causal=causal, enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = flash.attention(q, k, v, ctx, self.layer)  # (B, T, H, D): causal, padding skipped, cache read
+        return self.o_proj(y.reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -151,10 +130,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer):
         super().__init__()
         self.post_norm = cfg["post_norm"]
-        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.self_attn, self.mlp = Attention(cfg, layer), MLP(cfg)
         d, eps = cfg["hidden_size"], cfg["rms_norm_eps"]
         # HF's names: in Llama/Qwen2 "post_attention_layernorm" is the norm *before* the MLP
         self.post_attention_layernorm = RMSNorm(d, eps)
@@ -163,11 +142,11 @@ class Block(nn.Module):
         else:
             self.input_layernorm = RMSNorm(d, eps)
 
-    def forward(self, x, cos, sin, mask, cache, layer, varlen=None, kv_span=None):
+    def forward(self, x, rope, ctx):
         if self.post_norm:  # OLMo-2
-            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache, layer, varlen, kv_span))
+            x = x + self.post_attention_layernorm(self.self_attn(x, rope, ctx))
             return x + self.post_feedforward_layernorm(self.mlp(x))
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, varlen, kv_span)
+        x = x + self.self_attn(self.input_layernorm(x), rope, ctx)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -186,7 +165,17 @@ def read_hf_config(hf):
         tie_word_embeddings=hf.get("tie_word_embeddings", False),
         qkv_bias=hf["model_type"] == "qwen2" or hf.get("attention_bias", False),
         qk_norm=hf["model_type"] == "olmo2", post_norm=hf["model_type"] == "olmo2",
+        max_positions=hf.get("max_position_embeddings"),  # prompt + response must fit (None: not stated)
     )
+
+
+def kv_cache_bytes(cfg, batch, max_len, dtype):
+    """Bytes of the sampler's KV cache, keys and values (2, L, batch, max_len, H_kv, D), to refuse an absurd
+    size before allocating it. cfg: a Transformer, its cfg, or a config.json dict; dtype: torch's or its name."""
+    cfg = getattr(cfg, "cfg", cfg)
+    cfg = read_hf_config(cfg) if "model_type" in cfg else cfg
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return 2 * cfg["n_layer"] * batch * max_len * cfg["n_kv_head"] * cfg["head_dim"] * dtype.itemsize
 
 
 class Transformer(nn.Module):
@@ -196,7 +185,7 @@ class Transformer(nn.Module):
         self.cfg = cfg = read_hf_config(hf_config)
         self.model = nn.ModuleDict(dict(
             embed_tokens=nn.Embedding(cfg["vocab_size"], cfg["hidden_size"]),
-            layers=nn.ModuleList(Block(cfg) for _ in range(cfg["n_layer"])),
+            layers=nn.ModuleList(Block(cfg, i) for i in range(cfg["n_layer"])),
             norm=RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"]),
         ))
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
@@ -217,48 +206,44 @@ class Transformer(nn.Module):
                 with torch.no_grad():
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
-    def forward(self, idx, pos=None, mask=None, cache=None, varlen=None, targets=None, temperature=1.0,
+    def forward(self, idx, pos=None, valid=None, cache=None, targets=None, scored=None, temperature=1.0,
                 entropy_grad=False, last_only=False):
-        """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), their log-probs and the
-        entropies (B, T, each) under softmax(logits / temperature), without all fp32 logits at once.
-        pos (B, T) position ids (default 0..T-1 after what the cache holds); mask: SDPA bool mask
-        (B, 1, T, T_keys), True = may attend (default causal); cache: a KVCache to read and extend (with
-        FlashAttention it must hold left-padded rows, whose padding it skips without the mask);
-        varlen: (cu_seqlens, max_len) when idx is one packed row of sequences (FlashAttention);
-        entropy_grad: whether the returned entropy needs a gradient (an entropy bonus);
+        """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), the log-probs of targets[scored]
+        and the entropies there, (n,) each in row-major order, under softmax(logits / temperature), without
+        all fp32 logits at once. pos (B, T): position ids (default 0..T-1 after what the cache holds);
+        valid (B, T_keys) bool: False on the left padding of the keys, the cache's and idx's (default none);
+        cache: a KVCache to read and extend; scored (B, T) bool: where the head runs (default everywhere);
+        entropy_grad: whether the entropy needs a gradient (an entropy bonus);
         last_only: logits of the last position only, (B, 1, V): a prefill needs no others."""
         B, T = idx.shape
         if pos is None:
             start = cache.pos if cache is not None else 0
             pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
+        idx, pos, ctx = flash.context(idx, pos, valid, cache)  # with FlashAttention, may pack the rows into one
+        x = self.model.embed_tokens(idx)
         freqs = pos[..., None].float() * self.inv_freq  # (B, T, D/2), fp32 like HF
         emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # (B, T, 1, D)
-        x = self.model.embed_tokens(idx)
-        cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-        kv_span = None
-        if cache is not None and use_flash(idx):  # FlashAttention skips left padding by count, not by mask:
-            # rows are left-padded, so the last query is a real token whose position id tells how much precedes it
-            end = torch.full((B,), cache.pos + T, dtype=torch.int32, device=idx.device)  # (B,) keys end here
-            kv_span = (end - 1 - pos[:, -1].to(torch.int32), end)  # each row's keys: [first real token, end)
-        for i, block in enumerate(self.model.layers):
+        rope = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        for block in self.model.layers:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, mask, None, i, varlen, use_reentrant=False)
+                x = checkpoint(block, x, rope, ctx, use_reentrant=False)
             else:
-                x = block(x, cos, sin, mask, cache, i, varlen, kv_span)
+                x = block(x, rope, ctx)
         if cache is not None:
             cache.pos += T
-        x = self.model.norm(x[:, -1:] if last_only else x)
+        x = flash.unpack(x, ctx)  # (B, T, D)
         if targets is None:
-            return self.lm_head(x)
-        h, t = x.reshape(B * T, -1), targets.reshape(B * T)
+            return self.lm_head(self.model.norm(x[:, -1:] if last_only else x))
+        # the head only where a log-prob is wanted: its (n, V) logits are most of the update's memory and FLOPs
+        h = self.model.norm(x[scored] if scored is not None else x.flatten(0, 1))  # (n, D)
+        t = targets[scored] if scored is not None else targets.flatten()  # (n,)
         n = max(1, LOGIT_CHUNK // self.cfg["vocab_size"])  # tokens per chunk
-        if n >= B * T:
-            lp, ent = head_logprobs(h, self.lm_head.weight, t, temperature, entropy_grad)
-        else:  # each chunk's logits are recomputed in backward rather than kept: memory ~ one chunk
-            parts = [checkpoint(head_logprobs, h[i:i + n], self.lm_head.weight, t[i:i + n], temperature,
-                                entropy_grad, use_reentrant=False) for i in range(0, B * T, n)]
-            lp, ent = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return lp.view(B, T), ent.view(B, T)
+        if n >= len(t):
+            return head_logprobs(h, self.lm_head.weight, t, temperature, entropy_grad)
+        # each chunk's logits are recomputed in backward rather than kept: memory ~ one chunk
+        parts = [checkpoint(head_logprobs, h[i:i + n], self.lm_head.weight, t[i:i + n], temperature, entropy_grad,
+                            use_reentrant=False) for i in range(0, len(t), n)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def new_cache(self, batch, max_len):
         c, p = self.cfg, self.lm_head.weight
@@ -268,22 +253,42 @@ class Transformer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
-        """Load a Hugging Face checkpoint: a local directory, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct."""
+        """Load a Hugging Face checkpoint: a local directory, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct.
+        A missing, truncated or mismatched file ends the run with one line naming it (exit 2)."""
         path = resolve(path)
-        with open(os.path.join(path, "config.json")) as f:
-            model = cls(json.load(f))
+        config = os.path.join(path, "config.json")
+        if not os.path.isfile(config):
+            die(f"{config} is missing: a model directory needs the config.json that save_pretrained writes")
+        try:
+            with open(config, "rb") as f:
+                hf = json.loads(f.read().decode("utf-8"))
+            model = cls(hf)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON, bad UTF-8, missing numbers
+            die(f"{config} is not a transformers model config ({type(e).__name__}: {first_line(e)}): "
+                f"copy the base model's config.json or save the model again")
         files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
         if not files:
-            die(f"no *.safetensors weights in {path}")
-        sd = {}
+            die(f"no *.safetensors weights in {path}: save the model with save_pretrained (safetensors format)")
+        sd, where = {}, {}
         for fn in files:
-            sd.update(load_file(fn))
+            try:
+                part = load_file(fn)
+            except (SafetensorError, OSError) as e:
+                die(f"{fn} is truncated or corrupt ({first_line(e)}): download or save the model again")
+            sd.update(part)
+            where.update(dict.fromkeys(part, fn))
         if model.cfg["tie_word_embeddings"]:
             sd.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
+        want = model.state_dict()
+        for k, v in sd.items():
+            if k in want and v.shape != want[k].shape:
+                die(f"{where[k]}: {k} has shape {tuple(v.shape)} but {config} implies {tuple(want[k].shape)}; "
+                    f"the weights and config.json come from different models")
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if not (k == "lm_head.weight" and model.cfg["tie_word_embeddings"])]
         if missing or unexpected:
-            die(f"weights in {path} do not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            die(f"weights in {path} do not match {config}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
+                f"the weights and config.json come from different models")
         model.source = path  # save_pretrained copies its generation_config.json
         return model.to(device=device, dtype=dtype)
 
@@ -317,13 +322,27 @@ def resolve(path):
             f"download it elsewhere and pass its local directory instead")
 
 
-def padded_causal_mask(valid):
-    """valid (B, T) bool, False on left padding -> SDPA mask (B, 1, T, T).
-    A padding query may see itself, so its row is never empty (an all-False row gives NaN)."""
-    T = valid.size(1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
-    eye = torch.eye(T, dtype=torch.bool, device=valid.device)
-    return (causal & (valid[:, None, None, :] | eye))
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def load_tokenizer(path):
+    """The Hugging Face tokenizer saved with a model (a local directory or hub id), or one line saying what is
+    missing (exit 2)."""
+    from transformers import AutoTokenizer
+    path = resolve(path)
+    if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        die(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): copy them from the base model, "
+            f"e.g. AutoTokenizer.from_pretrained(base).save_pretrained({path!r})")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # a half-copied or foreign tokenizer fails deep inside transformers, in many ways
+        die(f"the tokenizer in {path} does not load ({type(e).__name__}: {first_line(e)}): "
+            f"copy its files again from the base model")
+
+
+def first_line(e):
+    """An exception's message on one line, short enough for an `error:` line."""
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def positions(valid):
@@ -341,33 +360,17 @@ def head_logprobs(h, weight, targets, temperature, entropy_grad):
     return logp.gather(-1, targets[:, None]).squeeze(-1), ent
 
 
-def use_flash(x):
-    """FlashAttention needs it installed, CUDA tensors and half precision (dtype=bfloat16: autocast)."""
-    return flash_attn_with_kvcache is not None and x.is_cuda and torch.is_autocast_enabled("cuda")
-
-
-def token_logprobs(model, tokens, valid, temperature=1.0, entropy_grad=False):
-    """Log-prob and entropy of each token given those before it, under the temperature-scaled policy.
-    tokens, valid: (B, T) -> logprobs, entropy: (B, T), zero where nothing predicts the token (first
-    real token of a row, padding). model may be DDP-wrapped: everything runs inside its forward."""
-    if not use_flash(tokens):  # SDPA over the padded batch
-        mask = None if bool(valid.all()) else padded_causal_mask(valid)  # no padding: SDPA's causal kernel
-        lp, ent = model(tokens, positions(valid), mask, targets=tokens.roll(-1, 1),
-                        temperature=temperature, entropy_grad=entropy_grad)  # (B, T): column t scores token t+1
-        zero = lp.new_zeros(tokens.size(0), 1)
-        has_prev = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
-        return torch.cat((zero, lp[:, :-1]), 1) * has_prev, torch.cat((zero, ent[:, :-1]), 1) * has_prev
-    # FlashAttention varlen: the real tokens of all rows packed into one row, no compute spent on padding
-    # (each row's real tokens are contiguous: left-padded prompt, then the response)
-    lens = valid.sum(1)
-    cu = F.pad(lens.cumsum(0), (1, 0)).to(torch.int32)  # (B+1,) sequence boundaries in the packed row
-    flat = tokens[valid]  # (total,)
-    lp, ent = model(flat[None], positions(valid)[valid][None], varlen=(cu, int(lens.max())),
-                    targets=flat.roll(-1)[None], temperature=temperature, entropy_grad=entropy_grad)  # (1, total)
-    first = torch.zeros_like(flat, dtype=torch.bool)
-    first[cu[:-1].long()] = True  # a row's first token is predicted by nothing (not the previous row)
-    lp = torch.cat((lp.new_zeros(1), lp[0, :-1])).masked_fill(first, 0.0)
-    ent = torch.cat((ent.new_zeros(1), ent[0, :-1])).masked_fill(first, 0.0)
-    out_lp, out_ent = torch.zeros(tokens.shape, device=tokens.device), torch.zeros(tokens.shape, device=tokens.device)
-    out_lp[valid], out_ent[valid] = lp, ent
-    return out_lp, out_ent
+def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False):
+    """Log-prob and entropy of each wanted token given those before it, under the temperature-scaled policy.
+    tokens, valid, response: (B, T); response: the tokens whose log-probs are wanted (a rollout's response
+    mask; default every real token after a real token) -> logprobs, entropy: (B, T) float32, zero elsewhere
+    and where nothing predicts the token. The hidden states of all real tokens are computed (attention needs
+    them), the head only at the positions that predict a wanted token.
+    model may be DDP-wrapped: everything runs inside its one forward call."""
+    wanted = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
+    wanted = wanted if response is None else wanted & response
+    scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t+1
+    logprobs, entropy = model(tokens, positions(valid), valid, targets=tokens.roll(-1, 1), scored=scored,
+                              temperature=temperature, entropy_grad=entropy_grad)  # (n,) each
+    zeros = torch.zeros(tokens.shape, device=tokens.device)
+    return zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)

@@ -10,11 +10,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from model import padded_causal_mask, positions
+from model import positions
 
 
 class Rollout(NamedTuple):
-    tokens: torch.Tensor    # (N, P+R) long: left-padded prompt, then response; N = prompts * n, prompt-major
+    # P: the longest prompt; R: the longest response sampled (<= max_new_tokens); N = prompts * n, prompt-major
+    tokens: torch.Tensor    # (N, P+R) long: left-padded prompt, then response, then zeros
     mask: torch.Tensor      # (N, P+R) bool: True on sampled response tokens (the stop token included)
     logprobs: torch.Tensor  # (N, P+R) float32: log-prob of each sampled token under the sampler, 0 elsewhere
     valid: torch.Tensor     # (N, P+R) bool: True on real tokens (prompt and response), False on padding
@@ -31,20 +32,26 @@ def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None):
         return tok, F.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
     logits = logits / temperature
     logp = F.log_softmax(logits, -1)  # (N, V)
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        # nucleus: keep the most likely tokens until their mass reaches top_p (the top one always stays)
-        sorted_logits, idx = logits.sort(-1, descending=True)
-        p = sorted_logits.softmax(-1)
-        drop = (p.cumsum(-1) - p) >= top_p
-        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    logits = truncate(logits, top_k, top_p)
     # inverse-CDF sampling with one uniform per row: ~20x cheaper on CPU than multinomial over a big vocab
     cdf = logits.softmax(-1).cumsum(-1)  # (N, V)
     u = torch.rand(cdf.size(0), device=cdf.device) if u is None else u
     tok = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1)  # first cdf > u: never p=0
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def truncate(logits, top_k=0, top_p=1.0):
+    """logits (N, V) -> the same with -inf outside each row's top_k tokens and outside its nucleus: the most
+    likely tokens until their probability mass reaches top_p (Holtzman et al. 2020; the top one always stays)."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = logits.sort(-1, descending=True)
+        p = sorted_logits.softmax(-1)
+        drop = (p.cumsum(-1) - p) >= top_p  # the mass before a token already reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    return logits
 
 
 @torch.no_grad()
@@ -78,8 +85,7 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
 
     # one prefill per prompt (rows 0, n, 2n, ...), shared by its n samples through the cache
     pv = valid[::n, :P]
-    logits = model(tokens[::n, :P], positions(pv), padded_causal_mask(pv) if padded else None, cache,
-                   last_only=True)[:, -1]  # (B, V)
+    logits = model(tokens[::n, :P], positions(pv), pv if padded else None, cache, last_only=True)[:, -1]  # (B, V)
     logits = logits.repeat_interleave(n, 0)  # (N, V)
     pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
     for t in range(max_new_tokens):
@@ -91,9 +97,11 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
         done = done | torch.isin(tok, stop)
         if t == max_new_tokens - 1 or bool(done.all()):
             break
-        attn = keys[:, None, None, :P + t + 1] if padded else None  # a view: nothing is re-masked per step
-        logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], attn, cache)[:, -1]
-    return Rollout(tokens, mask, logprobs, valid | mask, done)
+        valid_keys = keys[:, :P + t + 1] if padded else None  # (N, P+t+1): the prompts' left padding stays masked
+        logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], valid_keys, cache)[:, -1]
+    # trimmed to the longest response sampled: the update then spends nothing on columns no row reached
+    width = P + int(mask.sum(1).max())
+    return Rollout(*(x[:, :width].contiguous() for x in (tokens, mask, logprobs, valid | mask)), done)
 
 
 def pad_left(x, width):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import tiny_hf
 
-import model as model_lib
-from model import Transformer, token_logprobs
+import flash
+from model import Transformer, positions, token_logprobs
 from rollout import generate, prompt_generators
 from test_model import padded_batch
 
@@ -35,7 +35,7 @@ def attend(q, k, v, allowed):
 
 
 def fake_flash(monkeypatch, half):
-    """Route model.py to the reference kernels; returns the count of calls to each."""
+    """Route flash.py to the reference kernels; returns the count of calls to each."""
     calls = {"varlen": 0, "kvcache": 0}
 
     def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal):
@@ -63,15 +63,23 @@ def fake_flash(monkeypatch, half):
         allowed = (j >= start) & (j < end) & (j <= i + end - Tq)  # (B, Tq, Tk): causal, bottom-right aligned
         return attend(q, k_cache, v_cache, allowed)
 
-    monkeypatch.setattr(model_lib, "use_flash", lambda x: True)
-    monkeypatch.setattr(model_lib, "flash_attn_varlen_func", flash_attn_varlen_func)
-    monkeypatch.setattr(model_lib, "flash_attn_with_kvcache", flash_attn_with_kvcache)
+    monkeypatch.setattr(flash, "use_flash", lambda x: True)
+    monkeypatch.setattr(flash, "flash_attn_varlen_func", flash_attn_varlen_func)
+    monkeypatch.setattr(flash, "flash_attn_with_kvcache", flash_attn_with_kvcache)
     return calls
 
 
-def logprobs_and_grads(m, tokens, valid):
+def test_sdpa_mask_shows_each_query_the_real_keys_up_to_itself():
+    valid = torch.tensor([[False, True, True, True], [True, True, True, True]])  # keys: row 0 is left-padded
+    assert flash.padded_causal_mask(valid, 2).tolist() == [  # the last 2 keys as queries, e.g. after a cache
+        [[[False, True, True, False], [False, True, True, True]]],
+        [[[True, True, True, False], [True, True, True, True]]]]
+    assert flash.padded_causal_mask(valid, 4)[0, 0, 0].tolist() == [True, False, False, False]  # padding: itself
+
+
+def logprobs_and_grads(m, tokens, valid, response=None):
     m.zero_grad()
-    lp, ent = token_logprobs(m, tokens, valid, temperature=0.9, entropy_grad=True)
+    lp, ent = token_logprobs(m, tokens, valid, response, temperature=0.9, entropy_grad=True)
     (lp.sum() + 0.1 * ent.sum()).backward()
     return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
 
@@ -87,6 +95,11 @@ def test_packed_varlen_training_forward_matches_padded_sdpa(family, tmp_path, mo
     assert calls["varlen"] == m.cfg["n_layer"]  # one packed call per layer, no SDPA fallback
     for g, w in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    response = valid & (torch.arange(10) >= 5)  # the head at the response tokens only, as the update runs it
+    got = logprobs_and_grads(m, tokens, valid, response)
+    assert calls["varlen"] == 2 * m.cfg["n_layer"]
+    torch.testing.assert_close(got[0], want[0] * response, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], want[1] * response, atol=1e-5, rtol=1e-5)
 
 
 PROMPTS = [[5, 9, 2, 7, 7, 3, 1], [4, 8], [11, 12, 13, 14]]  # different lengths: rows are left-padded
@@ -136,11 +149,11 @@ def teacher_forced(m, prompts, cont):
         tokens[i, P - len(p):] = torch.tensor(p, device=device)
         valid[i, P - len(p):] = True
     cache = m.new_cache(B, P + K)
-    out = [m(tokens, model_lib.positions(valid), model_lib.padded_causal_mask(valid), cache, last_only=True)]
+    out = [m(tokens, positions(valid), valid, cache, last_only=True)]
     keys = torch.cat((valid, torch.ones(B, K, dtype=torch.bool, device=device)), 1)
     for t in range(K):
         pos = (valid.sum(1) + t)[:, None]
-        out.append(m(cont[:, t:t + 1], pos, keys[:, None, None, :P + t + 1], cache))
+        out.append(m(cont[:, t:t + 1], pos, keys[:, :P + t + 1], cache))
     return torch.cat(out, 1).float()
 
 
@@ -158,13 +171,13 @@ def flash_vs_sdpa(path, device, monkeypatch):
             lp, _ = token_logprobs(m, tokens, valid)
         lp.sum().backward()
         return logits, lp.detach().float(), torch.cat([p.grad.flatten() for p in m.parameters()])
-    flash = run()
-    monkeypatch.setattr(model_lib, "use_flash", lambda x: False)
-    return flash, run()
+    with_flash = run()
+    monkeypatch.setattr(flash, "use_flash", lambda x: False)
+    return with_flash, run()
 
 
-def assert_bf16_close(flash, sdpa):
-    for a, b in zip(flash, sdpa):  # bf16 rounds in different places on the two paths
+def assert_bf16_close(with_flash, sdpa):
+    for a, b in zip(with_flash, sdpa):  # bf16 rounds in different places on the two paths
         assert (a - b).abs().max() <= 0.03 * b.abs().max() + 1e-3
 
 
@@ -175,14 +188,14 @@ def test_flash_vs_sdpa_check_on_cpu_with_the_reference_kernels(tmp_path, monkeyp
     assert_bf16_close(*flash_vs_sdpa(path, "cpu", monkeypatch))
     assert calls["varlen"] and calls["kvcache"]
     fake_flash(monkeypatch, half=True)
-    real = model_lib.flash_attn_with_kvcache
-    monkeypatch.setattr(model_lib, "flash_attn_with_kvcache",
+    real = flash.flash_attn_with_kvcache
+    monkeypatch.setattr(flash, "flash_attn_with_kvcache",
                         lambda q, k, v, *, cache_leftpad, **kw: real(q, k, v, cache_leftpad=cache_leftpad * 0, **kw))
     with pytest.raises(AssertionError):
         assert_bf16_close(*flash_vs_sdpa(path, "cpu", monkeypatch))
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and model_lib.flash_attn_with_kvcache is not None),
+@pytest.mark.skipif(not (torch.cuda.is_available() and flash.flash_attn_with_kvcache is not None),
                     reason="needs a CUDA GPU and flash-attn")
 @pytest.mark.parametrize("family", ["qwen2", "llama", "olmo2"])
 def test_real_flash_attn_matches_sdpa_on_cuda(family, tmp_path, monkeypatch):

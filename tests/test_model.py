@@ -1,11 +1,16 @@
 """The hand-written transformer equals transformers' implementation, logits and cache included."""
+import json
+import os
+import shutil
+
 import pytest
 import torch
 
-from conftest import tiny_hf
-from model import Transformer, padded_causal_mask, positions, token_logprobs
+from conftest import ROOT, tiny_hf
+from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
 
 FAMILIES = ["qwen2", "llama", "olmo2"]
+ARITH = os.path.join(ROOT, "assets", "tiny-arith")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -21,17 +26,54 @@ def test_logits_match_transformers(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cached_decoding_matches_full_forward(family, tmp_path):
+def test_cache_read_in_any_chunks_matches_one_full_forward(family, tmp_path):
+    """The KV cache: a prefill, then single tokens and chunks of several, over left-padded rows, give the
+    logits of one forward over the whole rows; each call writes where the last one stopped."""
     path, _ = tiny_hf(family, tmp_path)
     model = Transformer.from_pretrained(path)
-    idx = torch.randint(0, 61, (2, 12))
+    idx = torch.randint(1, 61, (2, 14))
+    valid = torch.ones(2, 14, dtype=torch.bool)
+    valid[0, :3] = False  # row 0 is left-padded, as the sampler's shorter prompts are
+    pos = positions(valid)
     with torch.no_grad():
-        full = model(idx)
-        cache = model.new_cache(2, 12)
-        steps = [model(idx[:, :5], cache=cache)]
-        for t in range(5, 12):
-            steps.append(model(idx[:, t:t + 1], cache=cache))
-    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+        full = model(idx, pos, valid)
+        cache = model.new_cache(2, 14)
+        steps = []
+        for a, b in ((0, 6), (6, 7), (7, 10), (10, 11), (11, 14)):
+            steps.append(model(idx[:, a:b], pos[:, a:b], valid[:, :b], cache))
+            assert cache.pos == b
+    torch.testing.assert_close(torch.cat(steps, 1)[valid], full[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_position_ids_start_at_each_rows_first_real_token():
+    valid = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    assert positions(valid).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_rope_rotates_each_pair_counterclockwise_by_its_angle():
+    """HF's rotate-half layout: dims i and i + D/2 form a pair, rotated by the angle pos * inv_freq[i]."""
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 1, 4)  # pairs (1, 3) and (2, 4)
+    a, b = torch.tensor(0.3), torch.tensor(0.05)
+    cos, sin = torch.stack((a.cos(), b.cos(), a.cos(), b.cos())), torch.stack((a.sin(), b.sin(), a.sin(), b.sin()))
+    got = apply_rope(x, cos.view(1, 1, 1, 4), sin.view(1, 1, 1, 4)).flatten()
+    want = torch.stack((1 * a.cos() - 3 * a.sin(), 2 * b.cos() - 4 * b.sin(),
+                        1 * a.sin() + 3 * a.cos(), 2 * b.sin() + 4 * b.cos()))
+    torch.testing.assert_close(got, want)
+
+
+def test_attention_sees_only_position_differences(tmp_path):
+    """RoPE makes q.k depend on the distance between positions: shifting every position id leaves the
+    logits alone, moving one token's position does not."""
+    path, _ = tiny_hf("llama", tmp_path)
+    model = Transformer.from_pretrained(path)
+    idx = torch.randint(0, 61, (2, 9))
+    pos = torch.arange(9).expand(2, 9)
+    with torch.no_grad():
+        want = model(idx, pos)
+        torch.testing.assert_close(model(idx, pos + 5), want, atol=1e-5, rtol=1e-5)
+        moved = pos.clone()
+        moved[:, 4] = 5
+        assert (model(idx, moved)[:, 4:] - want[:, 4:]).abs().max() > 1e-3
 
 
 def test_left_padding_does_not_change_logits(tmp_path):
@@ -42,8 +84,8 @@ def test_left_padding_does_not_change_logits(tmp_path):
     valid = torch.cat([torch.zeros(1, 4, dtype=torch.bool), torch.ones(1, 9, dtype=torch.bool)], 1)
     with torch.no_grad():
         want = model(a)
-        got = model(padded, positions(valid), padded_causal_mask(valid))[:, 4:]
-    assert torch.isfinite(model(padded, positions(valid), padded_causal_mask(valid))).all()
+        got = model(padded, positions(valid), valid)[:, 4:]
+        assert torch.isfinite(model(padded, positions(valid), valid)).all()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -93,6 +135,73 @@ def test_bad_model_path_is_a_clear_error(tmp_path):
     assert e.value.code == 2
 
 
+def break_config(d):
+    (d / "config.json").write_text((d / "config.json").read_text()[:50])
+
+
+def drop_key(d):
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["hidden_size"]
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def truncate_weights(d):
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[:len(data) // 2])
+
+
+def other_model(d):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["intermediate_size"] += 8
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("breakage, named", [
+    (lambda d: (d / "config.json").unlink(), "config.json is missing"),
+    (break_config, "config.json is not a transformers model config"),
+    (drop_key, "'hidden_size'"),
+    (lambda d: (d / "model.safetensors").unlink(), "no *.safetensors"),
+    (truncate_weights, "model.safetensors is truncated or corrupt"),
+    (other_model, "from different models"),
+])
+def test_broken_model_dir_ends_with_one_line_naming_the_file(breakage, named, tmp_path, capsys):
+    d = tmp_path / "model"
+    shutil.copytree(ARITH, d)
+    breakage(d)
+    with pytest.raises(SystemExit) as e:
+        Transformer.from_pretrained(str(d))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and named in err, err
+
+
+def test_model_dir_without_tokenizer_ends_with_one_line(tmp_path, capsys):
+    d = tmp_path / "model"
+    shutil.copytree(ARITH, d)
+    tok = load_tokenizer(str(d))
+    assert tok.decode(tok.encode("1+2=3")) == "1+2=3"
+    (d / "tokenizer.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        load_tokenizer(str(d))
+    for f in d.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(SystemExit) as e:
+        load_tokenizer(str(d))
+    lines = capsys.readouterr().err.splitlines()
+    assert e.value.code == 2 and len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert f"the tokenizer in {d} does not load (JSONDecodeError" in lines[0]
+    assert "has no tokenizer files" in lines[1] and str(d) in lines[1]
+
+
+def test_kv_cache_size_is_known_before_allocating(tmp_path):
+    path, _ = tiny_hf("qwen2", tmp_path)
+    model = Transformer.from_pretrained(path)
+    cache = model.new_cache(3, 17)
+    assert kv_cache_bytes(model, 3, 17, torch.float32) == cache.k.nbytes + cache.v.nbytes == 2 * 2 * 3 * 17 * 2 * 8 * 4
+    hf = json.loads(open(os.path.join(path, "config.json")).read())
+    assert kv_cache_bytes(hf, 3, 17, "bfloat16") == kv_cache_bytes(model.cfg, 3, 17, torch.bfloat16) == cache.k.nbytes
+    assert model.cfg["max_positions"] == 256  # so a run can refuse prompt + max_new_tokens beyond it
+
+
 def padded_batch():
     """Left-padded prompts and right-padded responses, as the sampler returns them."""
     tokens = torch.randint(1, 61, (3, 10))
@@ -125,3 +234,33 @@ def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monke
             torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
     lp = want[0]
     assert (lp[~valid] == 0).all() and (lp[:, 0] == 0).all() and lp[0, 3] == 0 and lp[2, 1] == 0
+
+
+def test_logprobs_of_the_response_only_equal_the_full_ones_there(tmp_path, monkeypatch):
+    """response= runs the head only where the loss needs it: the same log-probs, entropies and gradients at
+    the response tokens, zeros elsewhere (also at a response token that nothing real precedes)."""
+    import model as model_lib
+    path, _ = tiny_hf("qwen2", tmp_path)
+    tokens, valid = padded_batch()
+    response = valid & (torch.arange(10) >= 6)
+    response[1, 0] = True  # a row's first token: nothing predicts it
+    m = Transformer.from_pretrained(path).train()
+
+    def run(resp):
+        m.zero_grad()
+        lp, ent = token_logprobs(m, tokens, valid, resp, temperature=0.8, entropy_grad=True)
+        ((lp * response).sum() + 0.1 * (ent * response).sum()).backward()
+        return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
+    full = run(None)
+    head_rows = []
+    real_head = model_lib.head_logprobs
+    monkeypatch.setattr(model_lib, "head_logprobs", lambda h, *a: head_rows.append(len(h)) or real_head(h, *a))
+    lp, ent, grads = run(response)
+    assert head_rows == [int(response[:, 1:].sum())]  # 7 response tokens, not all 18 that follow a real one
+    predicted = response.clone()
+    predicted[1, 0] = False
+    assert (lp[~predicted] == 0).all() and (ent[~predicted] == 0).all() and (lp[predicted] < 0).all()
+    torch.testing.assert_close(lp, full[0] * predicted, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ent, full[1] * predicted, atol=1e-6, rtol=1e-5)
+    for g, w in zip(grads, full[2]):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)

@@ -3,7 +3,7 @@ import torch
 
 from conftest import tiny_hf
 from model import Transformer, token_logprobs
-from rollout import generate, sample
+from rollout import generate, sample, truncate
 
 
 def test_greedy_matches_transformers_generate(tmp_path):
@@ -30,15 +30,34 @@ def test_prompts_of_different_lengths_decode_as_if_alone(tmp_path):
 
 
 def test_sampler_logprobs_equal_training_forward(tmp_path):
+    """What the sampler reports is what the update recomputes (to 1e-5), on left-padded prompts of mixed
+    lengths, n samples per prompt sharing a prefill, responses of mixed lengths over many decode steps, and
+    top-k/top-p truncation (log-probs are under the untruncated policy)."""
     path, _ = tiny_hf("qwen2", tmp_path)
     model = Transformer.from_pretrained(path)
-    prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [13]]
-    g = torch.Generator().manual_seed(0)
-    ro = generate(model, prompts, 4, 12, temperature=0.8, eos_id=[2, 3], generator=g)
-    with torch.no_grad():
-        lp, _ = token_logprobs(model, ro.tokens, ro.valid, temperature=0.8)
-    torch.testing.assert_close(lp[ro.mask], ro.logprobs[ro.mask], atol=1e-5, rtol=1e-5)
-    assert (ro.logprobs[~ro.mask] == 0).all()
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [13]]
+    for top_k, top_p in ((0, 1.0), (20, 0.9)):
+        g = torch.Generator().manual_seed(0)
+        ro = generate(model, prompts, 4, 12, temperature=0.8, top_k=top_k, top_p=top_p, eos_id=[2, 3], generator=g)
+        lengths = ro.mask.sum(1)
+        assert (~ro.valid[:, :7]).any() and lengths.min() < lengths.max() and lengths.max() > 6  # what is tested
+        with torch.no_grad():
+            lp, _ = token_logprobs(model, ro.tokens, ro.valid, temperature=0.8)
+            lp_response, _ = token_logprobs(model, ro.tokens, ro.valid, ro.mask, temperature=0.8)
+        torch.testing.assert_close(lp[ro.mask], ro.logprobs[ro.mask], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lp_response, ro.logprobs, atol=1e-5, rtol=1e-5)
+        assert (ro.logprobs[~ro.mask] == 0).all()
+
+
+def test_rollout_is_trimmed_to_the_longest_response(tmp_path):
+    path, _ = tiny_hf("qwen2", tmp_path)
+    model = Transformer.from_pretrained(path)
+    g = torch.Generator().manual_seed(2)
+    ro = generate(model, [[1, 2, 3], [4]], 4, 40, temperature=1.5, eos_id=list(range(0, 61, 4)), generator=g)
+    assert ro.finished.all()  # every row stopped well before 40 tokens
+    assert ro.tokens.size(1) == 3 + int(ro.mask.sum(1).max()) < 3 + 40
+    assert ro.mask[:, -1].any()  # the last column holds some row's last token
+    assert all(x.shape == ro.tokens.shape and x.is_contiguous() for x in (ro.mask, ro.logprobs, ro.valid))
 
 
 def test_stops_at_eos_and_masks_after_it(tmp_path):
@@ -83,13 +102,31 @@ def test_top_k_and_top_p_truncate():
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
 
 
+def test_top_p_keeps_the_smallest_set_of_most_likely_tokens_that_reaches_p():
+    """The nucleus is a prefix of the tokens sorted by probability: its mass reaches top_p, and without
+    its least likely token it would not. Checked on random distributions, where no mass equals p exactly."""
+    g = torch.Generator().manual_seed(0)
+    for top_p in (0.05, 0.3, 0.5, 0.9, 0.99):
+        logits = torch.randn(200, 50, generator=g) * 2
+        kept = truncate(logits, top_p=top_p) > float("-inf")  # (200, 50)
+        p = logits.softmax(-1)
+        mass = (p * kept).sum(-1)
+        least = p.masked_fill(~kept, 2.0).min(-1).values  # the least likely kept token
+        assert (mass >= top_p).all() and (mass - least < top_p).all()
+        outside = p.masked_fill(kept, -1.0).max(-1).values  # the most likely token left out
+        assert (outside <= least).all()
+    assert (truncate(logits, top_k=3) > float("-inf")).sum(-1).eq(3).all()
+
+
 def test_per_prompt_generators_make_samples_independent_of_batching(tmp_path):
     path, _ = tiny_hf("qwen2", tmp_path)
     model = Transformer.from_pretrained(path)
     prompts = [[4, 5, 6], [7, 8], [9, 10, 11, 12]]
     gens = lambda ids: [torch.Generator().manual_seed(100 + i) for i in ids]
     together = generate(model, prompts, 3, 8, eos_id=[5, 6, 7], generator=gens(range(3)))
-    P = together.tokens.size(1) - 8
+    P = 4  # the longest prompt; responses follow it, trimmed to the longest one
     for i, p in enumerate(prompts):  # each prompt alone, as on another rank, samples the same responses
         alone = generate(model, [p], 3, 8, eos_id=[5, 6, 7], generator=gens([i]))
-        assert torch.equal(alone.tokens[:, len(p):], together.tokens[3 * i:3 * i + 3, P:])
+        R = alone.tokens.size(1) - len(p)
+        assert torch.equal(alone.tokens[:, len(p):], together.tokens[3 * i:3 * i + 3, P:P + R])
+        assert not together.mask[3 * i:3 * i + 3, P + R:].any()
