@@ -4,7 +4,8 @@ Advantage estimators: what each response's tokens are pushed by. rewards (B, n) 
 Conventions, the same for every estimator:
 - standard deviations are unbiased (ddof=1), as torch.std in TRL and verl;
 - a group of one reward has no baseline: mean 0 and std 1, so the advantage is the reward itself;
-- an all-equal group gets advantage 0 (its std is 0, and eps keeps the division finite).
+- an all-equal group gets advantage exactly 0, also for non-integer rewards (float rounding of its mean
+  would leave ~1e-17, which a std of 0 and eps would blow up to ~1e-11 times the reward scale).
 """
 import torch
 
@@ -18,7 +19,12 @@ def group_stats(r):
     return r.mean(-1, keepdim=True), r.std(-1, keepdim=True)
 
 
-def compute(rewards, estimator, n_train=None, ids=None, replay=None, window=8, eps=1e-6):
+def all_equal(r):
+    """(..., 1) bool: the group (last dim) holds more than one reward and all of them are the same."""
+    return (r == r[..., :1]).all(-1, keepdim=True) & (r.size(-1) > 1)
+
+
+def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, window=8, eps=1e-6):
     """rewards: (B, n) float, one row per prompt. Returns (B, n_train) advantages of the trained samples.
     n_train: for "extra", how many leading columns are trained on (the rest only feed the baseline).
     ids, replay, window: for "replay", each row's prompt id and the {id: [rewards]} state it updates."""
@@ -27,26 +33,27 @@ def compute(rewards, estimator, n_train=None, ids=None, replay=None, window=8, e
         return r.clone()
     if estimator == "grpo":  # GRPO (Shao et al. 2024, DeepSeekMath): group z-score
         mean, std = group_stats(r)
-        return (r - mean) / (std + eps)
+        return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))
     if estimator == "dr_grpo":  # Dr. GRPO (Liu et al. 2025): centre on the group mean, no std division
-        return r - group_stats(r)[0]
+        return torch.where(all_equal(r), 0.0, r - group_stats(r)[0])
     if estimator == "rloo":  # RLOO (Ahmadian et al. 2024): baseline = mean of the group's *other* rewards
         n = r.size(1)
         if n < 2:
             raise ValueError("rloo needs at least 2 rollouts per prompt")
-        return (r - (r.sum(1, keepdim=True) - r) / (n - 1))
+        return torch.where(all_equal(r), 0.0, r - (r.sum(1, keepdim=True) - r) / (n - 1))
     if estimator == "batch":  # REINFORCE++ (Hu 2025): z-score against the whole batch, not the group
         mean, std = group_stats(r.reshape(1, -1))
-        return (r - mean) / (std + eps)
+        return torch.where(all_equal(r.reshape(1, -1)), 0.0, (r - mean) / (std + eps))
     if estimator == "extra":  # the paper's extra sampling: n_train trained samples, all samples in the baseline
         mean, std = group_stats(r)
-        return ((r - mean) / (std + eps))[:, :n_train]
+        return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))[:, :n_train]
     if estimator == "replay":  # the paper's replay: baseline from each prompt's last `window` rewards, across steps
         out = torch.empty_like(r)
         for i, pid in enumerate(ids):
             past = (replay.get(pid, []) + r[i].tolist())[-window:]
             replay[pid] = past
-            mean, std = group_stats(torch.tensor(past, dtype=r.dtype))
-            out[i] = (r[i] - mean) / (std + eps)
+            window_rewards = torch.tensor(past, dtype=r.dtype)
+            mean, std = group_stats(window_rewards)
+            out[i] = torch.where(all_equal(window_rewards), 0.0, (r[i] - mean) / (std + eps))
         return out
     raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {ESTIMATORS}")
