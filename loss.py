@@ -1,0 +1,80 @@
+"""
+The update's design choices as pure functions of per-token tensors: the policy-gradient loss
+(REINFORCE, PPO's clip, GSPO, CISPO), how a batch's token losses become one number (aggregate),
+and the KL penalty to the frozen initial policy. Shapes: N responses, T positions; `mask` (N, T) is 1.0
+on the response tokens that are trained and 0.0 elsewhere. Every hyperparameter is an argument.
+
+Left out on purpose: a value function (critic/GAE: the outcome reward is the whole signal, as in GRPO
+and the paper), and reward models (rewards are verifiable: reward.py).
+"""
+import torch
+
+POLICY_LOSSES = ("ppo", "cispo")
+RATIO_LEVELS = ("token", "sequence")
+AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_norm")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_level="token", clip_low=0.2,
+                    clip_high=0.2, dual_clip=0.0):
+    """Per-token loss (N, T) whose gradient is the policy gradient, and stats (sums over `mask`).
+    logprobs (N, T): the policy being trained, with a graph; old_logprobs (N, T): the policy that sampled the
+    responses, or None when it is this very policy (one epoch, one minibatch: the paper's setting);
+    advantages (N, T): one value per response, repeated over its tokens."""
+    if old_logprobs is None:
+        # REINFORCE (Williams 1992): the gradient of -A * log pi(y) is the policy gradient. The minimalist
+        # baseline is exactly this with A = the raw reward. PPO, GSPO and CISPO all reduce to it on-policy.
+        return -advantages * logprobs, dict(clipfrac=0.0)
+
+    # Off-policy (ppo_epochs > 1 or minibatches > 1): all but the first minibatch were sampled by an older
+    # policy, so each token is reweighted by the importance ratio pi / pi_old, and clipped so the update stays
+    # near the sampler.
+    log_ratio = logprobs - old_logprobs  # (N, T)
+    if ratio_level == "sequence":  # GSPO (Zheng et al. 2025): one ratio per response, the geometric mean of its
+        # tokens'; its value is the sequence's, its gradient each token's own (the GSPO-token form, as verl)
+        seq = (log_ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1)
+        log_ratio = seq.detach() + logprobs - logprobs.detach()
+    ratio = torch.exp(log_ratio)  # (N, T)
+    clipped = ratio.clamp(1 - clip_low, 1 + clip_high)
+    if kind == "cispo":  # CISPO (MiniMax-M1, Chen et al. 2025): clip the importance weight, not the objective,
+        # and stop its gradient, so no token loses its gradient (PPO zeroes the clipped ones)
+        clipfrac = ((clipped != ratio).float() * mask).sum().item()
+        return -clipped.detach() * advantages * logprobs, dict(clipfrac=clipfrac)
+    surrogate = -advantages * ratio  # PPO (Schulman et al. 2017): the pessimistic max of the two surrogates
+    surrogate_clipped = -advantages * clipped
+    loss = torch.maximum(surrogate, surrogate_clipped)
+    if dual_clip > 0:  # dual-clip PPO (Ye et al. 2020): bound the loss of negative advantages at -c * A
+        loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
+    clipfrac = ((surrogate_clipped > surrogate).float() * mask).sum().item()
+    return loss, dict(clipfrac=clipfrac)
+
+
+def aggregate(x, mask, loss_agg, n_tokens, n_seqs, max_new_tokens):
+    """Per-token values x (N, T) over the masked tokens -> one scalar, normalized as loss_agg says.
+    n_tokens, n_seqs are the totals of the whole minibatch (all micro-batches, all ranks), so micro-batch
+    pieces add up to the minibatch's value. Masked-out positions are dropped with where, not multiplied away,
+    so an inf or NaN there cannot reach the loss."""
+    x = torch.where(mask > 0, x, 0.0)
+    if loss_agg == "token_mean":  # every token weighs the same (DAPO; verl's token-mean, the paper's)
+        return x.sum() / n_tokens
+    if loss_agg == "seq_mean_token_mean":  # every response weighs the same (original GRPO)
+        return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
+    if loss_agg == "seq_sum_norm":  # a constant normalizer, so no length bias (Dr. GRPO)
+        return x.sum() / (n_seqs * max_new_tokens)
+    raise ValueError(f"unknown loss_agg {loss_agg!r}; expected one of {AGGREGATIONS}")
+
+
+def kl_penalty(logprobs, ref_logprobs, estimator="k3", clamp=0.0):
+    """Per-token estimate (N, T) of KL(policy || reference) from the sampled tokens (Schulman 2020,
+    "Approximating KL divergence"). clamp > 0 bounds each token's value to [-clamp, clamp], as verl's
+    low_var_kl does (10), so one token the reference finds absurd cannot dominate the loss."""
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":  # unbiased, can be negative
+        kl = log_ratio
+    elif estimator == "k2":  # biased, low variance
+        kl = 0.5 * log_ratio ** 2
+    elif estimator == "k3":  # unbiased and >= 0 (GRPO; verl's low_var_kl): r - 1 - log r with r = ref / policy
+        kl = torch.exp(-log_ratio) - 1 + log_ratio
+    else:
+        raise ValueError(f"unknown kl_estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
+    return kl.clamp(-clamp, clamp) if clamp > 0 else kl
