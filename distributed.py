@@ -3,13 +3,20 @@ Data parallelism with PyTorch's own engine: `torchrun --nproc_per_node=N train.p
 processes; gradients are all-reduced by DistributedDataParallel, and the few global statistics the
 algorithm needs (rewards for the advantage, token counts for the loss normalizer, eval sums) by
 the collectives below. Run as a plain `python train.py`, every helper is a no-op.
+
+The bookkeeping that keeps ranks in step during an update also lives here, so train.update shows only
+the algorithm: which of this rank's rows belong to each minibatch (minibatch_rows), the padding row a rank
+runs when it holds fewer rows of a minibatch than another (with_padding_row), and a backward that all-reduces
+only once per minibatch and sums, rather than averages, the ranks' pieces of one global loss (backward).
 """
 import os
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
 from configurator import die
+from rollout import pad_left
 
 rank, world = 0, 1
 _device = "cpu"  # collectives run on this device: nccl needs CUDA tensors, gloo takes CPU ones
@@ -79,3 +86,58 @@ def gather_ints(x):
     if world == 1:
         return [x]
     return gather_rows(torch.tensor([x])).tolist()
+
+
+def gather_objects(items):
+    """Every rank's list concatenated in rank order (on every rank): for the few strings worth logging."""
+    if world == 1:
+        return list(items)
+    parts = [None] * world
+    dist.all_gather_object(parts, list(items))
+    return [x for p in parts for x in p]
+
+
+# -----------------------------------------------------------------------------
+# keeping ranks in step during an update
+
+def select_rows(parts, budget):
+    """This rank's share of the first `budget` trained responses over one or more draws of a step (DAPO's
+    dynamic sampling draws again while the filter leaves the batch short), and in "order" each row's index in a
+    single process's batch; parts: each draw's rows, dicts of (N, ...) tensors, (N, T) ones left-padded to one
+    width."""
+    taken, picked = 0, []
+    for p in parts:
+        counts = gather_ints(p["tokens"].size(0))  # rows kept by each rank in this draw
+        before = taken + sum(counts[:rank])
+        k = max(0, min(counts[rank], budget - before))
+        picked.append(dict({name: v[:k] for name, v in p.items()}, order=torch.arange(before, before + k)))
+        taken += sum(counts)
+    width = max(p["tokens"].size(1) for p in picked)
+    return {k: torch.cat([pad_left(p[k], width) for p in picked]) for k in picked[0]}
+
+
+def with_padding_row(rows):
+    """rows (dict of (N, ...) tensors) plus one all-padding row at index N, response mask all False: a rank
+    that holds fewer rows of a minibatch than another runs it, so every rank does the same forward/backward
+    calls (DDP all-reduces in backward and would otherwise wait forever)."""
+    return {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, 1)) for k, v in rows.items()}
+
+
+def minibatch_rows(order, n_minibatches, n_rows):
+    """This rank's row indices of each minibatch, as a list of (m,) tensors of the same m on every rank.
+    order (N,): each of this rank's rows' index in a single process's batch; minibatch k takes the rows at
+    k, k+M, k+2M, ... of that batch, so every rank's k-th minibatch is its share of the single-process one.
+    Short ones are filled with n_rows, the index of the padding row."""
+    n_minibatches = min(n_minibatches, int(all_sum(len(order))))
+    mbs = [(order % n_minibatches == k).nonzero().squeeze(1) for k in range(n_minibatches)]
+    return [torch.cat((mb, torch.full((all_max(len(mb)) - len(mb),), n_rows))) for mb in mbs]
+
+
+def backward(model, loss, last):
+    """loss.backward() for one micro-batch of a minibatch; last: whether it is the minibatch's last one.
+    DDP averages gradients over ranks, but each rank's loss is a piece of one global sum (the normalizers
+    are global totals), so the mean is undone by multiplying by the world size. All but the last micro-batch
+    skip DDP's all-reduce (no_sync); the last one reduces the accumulated sum."""
+    sync = nullcontext() if last or world == 1 else model.no_sync()
+    with sync:
+        (loss * world).backward()

@@ -1,7 +1,9 @@
 """
-Evaluation: sampled pass@1, greedy pass@1 and unbiased pass@k on a task's train and test splits.
+Evaluation: sampled pass@1 and unbiased pass@k under both graders, greedy pass@1, how many problems are
+always / never solved, and the responses themselves, on a task's train and test splits.
 
-    python evaluate.py --init_from=out/arith --n_samples=8
+    python evaluate.py --init_from=out/arith --n_samples=8     # a run's out_dir (its ckpt) or a model dir
+    python evaluate.py --help
 """
 import json
 import math
@@ -11,9 +13,12 @@ import sys
 import torch
 
 import data
+import distributed as ddp
 import reward
-from configurator import configure, die
-from rollout import completions, generate
+from rollout import completions, generate, prompt_generators
+
+TRAINED_SUBSET = 64  # a training subset this small (the multi-armed bandit view) is also evaluated on its own,
+TRAINED_SAMPLES = 16  # with this many responses per problem, so that one problem still gives a curve
 
 
 def pass_at_k(n, c, k):
@@ -24,77 +29,160 @@ def pass_at_k(n, c, k):
 
 
 @torch.no_grad()
-def correct_counts(model, tok, task, problems, n, temperature, max_new_tokens, batch_size, generator,
-                   top_k=0, top_p=1.0, strict=True):
-    """How many of n responses to each problem earn reward 1: a list of ints, one per problem.
-    generator: a torch.Generator, or a list with one per problem (see rollout.generate)."""
-    stops, counts = data.stop_ids(tok), []
+def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tokens=16, batch_size=256,
+                     generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0):
+    """Sample n responses to each problem and grade each under every grader.
+    generators: one torch.Generator per problem (rollout.prompt_generators), or one shared, or None.
+    ids: the problems' indices in their split (default 0, 1, ...); the responses of those below `keep` are
+    returned as samples. Returns ({grader: [correct count per problem]}, [sample dicts])."""
+    ids = range(len(problems)) if ids is None else ids
+    correct, samples, stops = {g: [] for g in reward.GRADERS}, [], data.stop_ids(tok)
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         prompts = [data.encode_prompt(tok, task, p) for p in chunk]
-        g = generator[i:i + batch_size] if isinstance(generator, list) else generator  # one per problem, or shared
-        ro = generate(model, prompts, n, max_new_tokens, temperature, top_k, top_p, stops, g)
-        texts = completions(ro, tok)
-        for j, p in enumerate(chunk):
-            counts.append(sum(reward.score(task, t, p["answer"], strict) for t in texts[j * n:(j + 1) * n]))
-    return [int(c) for c in counts]
+        g = generators[i:i + batch_size] if isinstance(generators, list) else generators
+        rollout = generate(model, prompts, n, max_new_tokens, temperature, top_k, top_p, stops, g)
+        texts = completions(rollout, tok)
+        for j, problem in enumerate(chunk):
+            for s in range(n):
+                text = texts[j * n + s]
+                rewards = {grader: reward.score(task, text, problem["answer"], strict, grader=grader)
+                           for grader in reward.GRADERS}
+                if ids[i + j] < keep:
+                    samples.append(dict(index=ids[i + j], sample=s, prompt=problem["prompt"], response=text,
+                                        answer=problem["answer"], finished=bool(rollout.finished[j * n + s]),
+                                        **{f"reward_{grader}": r for grader, r in rewards.items()}))
+                for grader, r in rewards.items():
+                    if s == 0:
+                        correct[grader].append(0)
+                    correct[grader][-1] += int(r)
+    return correct, samples
 
 
-def evaluate(model, tok, task, problems, n=1, ks=(1,), greedy=True, temperature=1.0, max_new_tokens=16,
-             batch_size=256, generator=None, top_k=0, top_p=1.0, strict=True):
-    """{"pass@k": ..., "greedy_pass@1": ...}: sampled pass@k (for k <= n) averaged over the problems."""
-    was_training = model.training
-    model.eval()
-    kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, generator=generator, strict=strict)
-    counts = correct_counts(model, tok, task, problems, n, temperature, top_k=top_k, top_p=top_p, **kw)
-    out = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks if k <= n}
-    if greedy:
-        out["greedy_pass@1"] = sum(correct_counts(model, tok, task, problems, 1, 0.0, **kw)) / len(problems)
-    model.train(was_training)
+def totals(correct, n, ks, grader):
+    """Sums over problems of pass@k (k <= n) under `grader`, pass@1 under the others (suffixed _<grader>), and
+    with n > 1 the number of problems solved by all n / by none of the samples (sharpening vs discovery).
+    Sums, not means, so that ranks' shards add up; divide by the number of problems."""
+    out = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct[grader]) for k in ks if k <= n}
+    out.update({f"pass@1_{g}": sum(c / n for c in counts) for g, counts in correct.items() if g != grader})
+    if n > 1:
+        out["solved_all"] = sum(c == n for c in correct[grader])
+        out["solved_none"] = sum(c == 0 for c in correct[grader])
     return out
 
 
+def evaluate(model, tok, task, problems, n=1, ks=(1,), greedy=True, grader="nanorft", keep=0, **sampling):
+    """Means over `problems` of totals(), plus greedy_pass@1 (temperature 0) when greedy, and "samples": the
+    responses of the first `keep` problems. sampling: sample_and_grade's keyword arguments."""
+    was_training = model.training
+    model.eval()
+    correct, samples = sample_and_grade(model, tok, task, problems, n, keep=keep, **sampling)
+    out = {k: v / len(problems) for k, v in totals(correct, n, ks, grader).items()}
+    if greedy:
+        greedy_correct, _ = sample_and_grade(model, tok, task, problems, 1, **dict(sampling, temperature=0.0))
+        out["greedy_pass@1"] = sum(greedy_correct[grader]) / len(problems)
+    model.train(was_training)
+    return dict(out, samples=samples)
+
+
+def evaluate_splits(model, tok, task, splits, step, seed, n=1, keep=0, grader="nanorft", **sampling):
+    """train.py's evaluation: for each split of `splits` ({name: problems}), pass@1 (sampled, and greedy) under
+    both graders, sharded over ranks (problem i on rank i % world); with n > 1 responses per problem also pass@k
+    and how many problems are always or never solved; a "trained" split (a small training subset) gets
+    TRAINED_SAMPLES responses and pass@1 only. Returns ({"<split>_<metric>": value}, the responses of the first
+    `keep` problems of each split). Samples are seeded by (seed, split, step, problem): the same for every run
+    of a seed, whatever its design choice, batching or world size (common random numbers)."""
+    out, samples = {}, []
+    for kind, (name, problems) in enumerate(splits.items(), start=1):
+        mine = range(ddp.rank, len(problems), ddp.world)
+        trained = name == "trained"
+        k_max = max(n, TRAINED_SAMPLES) if trained else n
+        r = evaluate(model, tok, task, [problems[i] for i in mine], n=k_max, greedy=not trained, grader=grader,
+                     ks=(1,) if trained else [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n],
+                     keep=0 if trained else keep, generators=prompt_generators(seed, kind, step, mine),
+                     ids=list(mine), **sampling)
+        shard_samples = ddp.gather_objects(r.pop("samples"))
+        samples += [dict(split=name, **s) for s in sorted(shard_samples, key=lambda s: (s["index"], s["sample"]))]
+        for k, v in r.items():  # each rank's mean over its shard -> the mean over the split
+            out[f"{name}_{'greedy' if k == 'greedy_pass@1' else k}"] = ddp.all_sum(v * len(mine)) / len(problems)
+    return out, samples
+
+
 # -----------------------------------------------------------------------------
-init_from = "assets/tiny-arith"  # HF-format model directory (or hub id) to evaluate
+init_from = "assets/tiny-arith"  # model directory (or hub id), or a train.py out_dir (its ckpt is evaluated)
 task = "arith"  # arith | gsm8k | math | math_full (see train.py)
 data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset
 splits = "train,test"  # comma-separated splits to evaluate
 n_samples = 8  # responses sampled per problem (pass@k needs k <= n_samples)
 temperature = 1.0  # sampling temperature of the sampled metrics
+top_k = 0  # 0 = off
+top_p = 1.0  # 1.0 = off
 max_new_tokens = 8  # response length limit
 eval_batch_size = 128  # prompts per sampler call
-seed = 0  # sampler seed
-device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda
+seed = 0  # sampler seed (each problem gets its own generator, as in train.py)
+device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
 dtype = "float32"  # float32 | bfloat16 (autocast; with flash-attn on a GPU, FlashAttention decoding)
+grader = "nanorft"  # nanorft | paper: the grader of pass@k (pass@1 under the other is reported beside it)
 strict = True  # GSM8K: score only "#### <number>" (False: the last number)
-out = ""  # JSON output path; default: <init_from>/eval.json, or ./eval.json for a hub id
+log_samples = 32  # problems per split whose responses go to the samples file
+out = ""  # JSON output path (responses: the same name with _samples.jsonl); default <model dir>/eval.json
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
-    from transformers import AutoTokenizer
 
+def main():
     import distributed
-    from model import Transformer, resolve
-    keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
-    globals().update(configure({k: globals()[k] for k in keys}, sys.argv[1:]))
-    torch.manual_seed(seed)
-    device = distributed.setup(device)
-    path = resolve(init_from)
-    model = Transformer.from_pretrained(path, device=device)
-    tok = AutoTokenizer.from_pretrained(path)
-    gen = torch.Generator().manual_seed(seed)
-    ks = [k for k in (1, 2, 4, 8) if k <= n_samples]
-    results = {"init_from": init_from, "task": task, "n_samples": n_samples, "temperature": temperature}
-    if dtype not in ("float32", "bfloat16"):
-        die(f"dtype must be float32 or bfloat16, not {dtype!r}")
-    for split in splits.split(","):
-        problems = data.load_split(task, split, data_path)
-        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=dtype == "bfloat16"):
-            r = evaluate(model, tok, task, problems, n_samples, ks, True, temperature, max_new_tokens,
-                         eval_batch_size, gen, strict=strict)
+    from configurator import configure, die
+    from model import Transformer, load_tokenizer, resolve
+    from rollout import prompt_generators
+    c = configure({k: globals()[k] for k in CONFIG_KEYS}, sys.argv[1:], source=__file__)
+    split_names = c["splits"].split(",")
+    checks = [(c["task"] in TASKS, f"task={c['task']!r} is not one of {', '.join(TASKS)}"),
+              (all(s in ("train", "test") for s in split_names), f"splits={c['splits']!r}: use train, test or both"),
+              (c["n_samples"] >= 1, f"n_samples must be at least 1, got {c['n_samples']}"),
+              (c["temperature"] >= 0, f"temperature must be >= 0, got {c['temperature']}"),
+              (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
+              (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 1 and c["log_samples"] >= 0,
+               "top_k and log_samples must be >= 0, max_new_tokens and eval_batch_size >= 1"),
+              (c["grader"] in reward.GRADERS, f"grader={c['grader']!r} is not one of {', '.join(reward.GRADERS)}"),
+              (c["dtype"] in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, not {c['dtype']!r}")]
+    for ok, msg in checks:
+        if not ok:
+            die(msg)
+    path = c["init_from"]
+    if os.path.isdir(os.path.join(path, "ckpt")) and not os.path.exists(os.path.join(path, "config.json")):
+        path = os.path.join(path, "ckpt")  # a train.py out_dir: evaluate its checkpoint
+    out_path = c["out"] or os.path.join(path if os.path.isdir(path) else ".", "eval.json")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
+        die(f"out={out_path!r}: its directory does not exist; create it or pass another --out")
+    device = distributed.setup(c["device"])
+    path = resolve(path)
+    model, tok = Transformer.from_pretrained(path, device=device), load_tokenizer(path)
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= c["n_samples"]]
+    results = dict(init_from=c["init_from"], task=c["task"], n_samples=c["n_samples"], temperature=c["temperature"],
+                   grader=c["grader"])
+    all_samples = []
+    for kind, split in enumerate(split_names, start=1):
+        problems = data.load_split(c["task"], split, c["data_path"])
+        generators = prompt_generators(c["seed"], kind, 0, range(len(problems)))
+        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=c["dtype"] == "bfloat16"):
+            r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],
+                         keep=c["log_samples"], temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
+                         batch_size=c["eval_batch_size"], generators=generators, top_k=c["top_k"], top_p=c["top_p"],
+                         strict=c["strict"])
+        all_samples += [dict(split=split, **s) for s in r.pop("samples")]
         results[split] = r
         print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))
-    out = out or os.path.join(init_from if os.path.isdir(init_from) else ".", "eval.json")
-    with open(out, "w") as f:
+    with open(out_path, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"wrote {out}")
+    samples_path = os.path.splitext(out_path)[0] + "_samples.jsonl"
+    with open(samples_path, "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in all_samples)
+    print(f"wrote {out_path} and {samples_path}")
+
+
+CONFIG_KEYS = [k for k, v in dict(globals()).items() if not k.startswith("_") and not k.isupper()
+               and isinstance(v, (int, float, bool, str))]
+TASKS = ("arith", *data.HUB)
+
+if __name__ == "__main__":
+    main()

@@ -1,35 +1,43 @@
 """
-Reinforcement fine-tuning with verifiable rewards, as batched contextual bandit learning.
+Reinforcement fine-tuning with verifiable rewards, as batched contextual bandit learning (arXiv 2601.22532;
+one training problem as a multi-armed bandit: arXiv 2601.14599). A prompt is a context, a sampled response an
+action, the outcome reward the bandit's reward.
 
     python train.py                                   # built-in arithmetic task, minimalist baseline, CPU
     python train.py config/grpo_8rollouts.py --learning_rate=3e-5
+    python train.py --help                            # every knob, its default and what it does
 
-One step: prompts -> rollouts -> rewards -> advantages -> clipped policy-gradient update.
-Every design choice below is a global with a one-line comment; config files and --key=value set them.
+main() tells one step as a story: prompts -> rollouts -> rewards -> advantages -> loss -> optimizer step ->
+evaluation, log, checkpoint. Every design choice is a global below with a one-line comment; config files and
+--key=value set them. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
 """
-import json
 import math
 import os
-import shutil
 import sys
 import time
+from collections import defaultdict
 from contextlib import nullcontext
 
 import torch
 
-import advantage as adv_lib
-import distributed as ddp
+import checkpoint
 import data
+import distributed as ddp
 import reward
+from advantage import compute_advantages
+from checks import check_config, check_model
 from configurator import configure, die
-from evaluate import evaluate
-from model import Transformer, resolve, token_logprobs
-from rollout import cat, completions, generate, pad_left, prompt_generators
+from evaluate import TRAINED_SUBSET, evaluate_splits
+from loss import aggregate, kl_penalty, policy_gradient
+from model import Transformer, load_tokenizer, resolve, token_logprobs
+from report import Reporter, config_lines, console_line, eval_line, say
+from rollout import cat, completions, generate, prompt_generators
 
 # -----------------------------------------------------------------------------
 # run
-out_dir = "out/arith"  # log.jsonl and checkpoints go here
+out_dir = ""  # log.jsonl, samples.jsonl and ckpt/ go here; "" = out/<config names and overrides> (out/arith)
 init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id; "resume": continue out_dir
+overwrite = False  # a fresh run may replace the run already in out_dir (else it stops with an error)
 seed = 0  # seeds data order, sampling and everything else
 device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
 dtype = "float32"  # float32 | bfloat16 (autocast, GPU)
@@ -38,6 +46,7 @@ max_steps = 600  # training steps
 eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
 eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
 eval_batch_size = 256  # prompts per sampler call at evaluation
+eval_samples = 1  # responses per problem at evaluation (the paper: 1); > 1 adds pass@k and always/never-solved
 # task
 task = "arith"  # arith | gsm8k | math (train MATH-lighteval, test MATH-500) | math_full (test all 5000)
 data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset (same columns)
@@ -84,39 +93,263 @@ warmup_steps = 0  # linear warmup steps of the cosine schedule
 min_lr_ratio = 0.1  # final lr / peak lr of the cosine schedule
 weight_decay = 0.0  # AdamW weight decay
 grad_clip = 1.0  # max global grad norm; 0 = off
-overwrite = False  # a fresh run may replace the run already in out_dir (else it stops with an error)
 max_bad_steps = 3  # stop after this many steps in a row with a non-finite loss or gradient (each is skipped)
+# logging
+log_interval = 10  # print a short line every this many steps
+log_samples = 32  # problems per split whose responses go to samples.jsonl at each evaluation
+log_rollouts = 0  # training responses per step also written to samples.jsonl
+wandb_log = False  # also log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without a network)
+wandb_project = "nanorft"  # wandb project
+wandb_run_name = ""  # wandb run name; "" = the out_dir's name
 # -----------------------------------------------------------------------------
-config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
+config_keys = [k for k, v in globals().items() if not k.startswith("_") and not k.isupper()
+               and isinstance(v, (int, float, bool, str))]
 
 
-def check_config(c):
-    """Impossible combinations end the run before it starts; misleading ones warn."""
-    choices = dict(advantage=adv_lib.ESTIMATORS, loss_agg=("token_mean", "seq_mean_token_mean", "seq_sum_norm"),
-                   kl_estimator=("k1", "k2", "k3"), lr_schedule=("constant", "cosine"),
-                   dtype=("float32", "bfloat16"))
-    for k, allowed in choices.items():
-        if c[k] not in allowed:
-            die(f"{k}={c[k]!r} is not one of {', '.join(allowed)}")
-    for k in ("batch_size", "rollouts", "ppo_epochs", "minibatches", "max_new_tokens"):
-        if c[k] < 1:
-            die(f"{k} must be at least 1, got {c[k]}")
-    if c["advantage"] == "rloo" and c["rollouts"] < 2:
-        die("advantage=rloo needs rollouts >= 2 (its baseline is the mean of the *other* rollouts)")
-    if c["advantage"] == "extra" and c["extra_rollouts"] < 1:
-        die("advantage=extra needs extra_rollouts >= 1")
-    if c["advantage"] != "extra" and c["extra_rollouts"]:
-        die(f"extra_rollouts={c['extra_rollouts']} is only used by advantage=extra")
-    if c["batch_size"] < ddp.world or c["batch_size"] % ddp.world:
-        die(f"batch_size={c['batch_size']} must be a multiple of the world size {ddp.world}")
-    per_rank = c["batch_size"] // ddp.world * c["rollouts"]
-    if per_rank % c["minibatches"]:
-        die(f"minibatches={c['minibatches']} must divide the responses trained per rank ({per_rank})")
-    if c["advantage"] in ("grpo", "dr_grpo") and c["rollouts"] == 1:
-        print(f"warning: advantage={c['advantage']} with rollouts=1 has no group: it is the same as 'none'",
-              file=sys.stderr)
-    if c["resample_tries"] and not c["filter_zero_variance"]:
-        die("resample_tries needs filter_zero_variance=True")
+def main():
+    # -- setup: checks first (nothing expensive before them), then the policy, the data and the run's state
+    global device
+    device = ddp.setup(device)
+    config = {k: globals()[k] for k in config_keys}
+    check_config(config, ddp.world)
+    resume, main_rank = init_from == "resume", ddp.rank == 0
+    checkpoint.prepare_out_dir(out_dir, resume, overwrite, main_rank)
+    if resume:
+        path, state = checkpoint.load(out_dir)
+        checkpoint.check_resume(state["config"], config)
+    else:  # step, prompt batches drawn, responses sampled, seconds, base model, replay windows, bandit counters
+        path = resolve(init_from)
+        state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={}, solved=[], regret=0)
+    tok = load_tokenizer(path)
+    train_split, test_split = (data.fit_prompts(tok, task, data.load_split(task, s, data_path), s, max_prompt_tokens,
+                                                verbose=main_rank) for s in ("train", "test"))
+    problems = data.train_subset(train_split, train_problems, seed)  # what RL trains on; evaluation: whole splits
+    eval_sets = dict(train=train_split[:eval_problems or None], test=test_split[:eval_problems or None])
+    if 0 < train_problems <= TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
+        eval_sets["trained"] = problems
+    longest_prompt = max(len(data.encode_prompt(tok, task, p)) for p in train_split + test_split)
+    check_model(path, config, ddp.world, device, longest_prompt)
+    torch.manual_seed(seed)
+    torch.set_num_threads(num_threads)
+    policy = Transformer.from_pretrained(path, device=device)
+    policy.grad_checkpointing = grad_checkpointing
+    ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False) \
+        if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
+    model = ddp.wrap(policy)
+    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    if resume:
+        opt.load_state_dict(state["optimizer"])
+    state["config"] = config
+    report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank, wandb_log=wandb_log,
+                      wandb_project=wandb_project, wandb_run_name=wandb_run_name)
+    if main_rank:
+        say(config_lines(config, DEFAULTS, out_dir))
+    if not resume:
+        evals, samples = run_eval(policy, tok, eval_sets, 0)
+        report.write(dict(step=0, time=0.0, responses=0, coverage=0.0, regret=0, **evals), samples)
+    from tqdm import tqdm
+    t_start = time.time() - state["elapsed"]
+    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True, disable=not main_rank)
+    bad_steps = 0
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step - 1)
+        t0 = time.time()
+        # -- 1-4. prompts -> rollouts -> rewards -> advantages (sample_step); DAPO's dynamic sampling draws
+        # again while the filter left the batch short
+        parts, metrics, shown = [], None, []
+        for _ in range(1 + resample_tries):
+            rows, m, examples = sample_step(policy, ref, tok, problems, state["draws"], state)
+            state["draws"] += 1
+            parts.append(rows)
+            metrics, shown = metrics or m, shown or examples  # the step's metrics describe its first draw
+            if ddp.all_sum(sum(p["tokens"].size(0) for p in parts)) >= batch_size * rollouts:
+                break
+        rows = ddp.select_rows(parts, batch_size * rollouts)
+        state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
+        t1 = time.time()
+        # -- 5-6. loss -> optimizer step (update)
+        trained = int(ddp.all_sum(rows["tokens"].size(0)))
+        stats = update(model, ref, opt, rows) if trained else {}
+        t2 = time.time()
+        bad_steps = bad_steps + 1 if stats.get("skipped") else 0
+        if stats.get("skipped") and main_rank:
+            print(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
+                  f"step(s)", file=sys.stderr)
+        if bad_steps >= max_bad_steps:
+            bar.close()
+            last = f"; the last good checkpoint (step {state['step']}) is in {out_dir}/ckpt" if state["step"] else ""
+            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
+                f"learning_rate{last})")
+        # -- 7. log; every eval_interval steps: evaluate, then checkpoint
+        tokens = metrics.pop("tokens")
+        line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
+                    **metrics, coverage=len(state["solved"]) / len(problems), regret=state["regret"], **stats,
+                    trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
+                    tokens_per_s=round(tokens / max(t1 - t0, 1e-9), 1))
+        if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
+            line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
+            torch.cuda.reset_peak_memory_stats(device)
+        samples = [dict(split="rollout", **s) for s in shown]
+        if main_rank and step % log_interval == 0:
+            say(console_line(line))
+        if step % eval_interval == 0 or step == max_steps:
+            evals, eval_samples_ = run_eval(policy, tok, eval_sets, step)
+            line.update(evals)
+            samples += eval_samples_
+            state.update(step=step, elapsed=time.time() - t_start)
+            if main_rank:
+                say(eval_line(line))
+        report.write(line, samples)  # before the checkpoint, so a checkpoint's own step is never missing from the log
+        if main_rank and state["step"] == step:
+            checkpoint.save(out_dir, policy, tok, opt, state)
+    bar.close()
+    if main_rank:
+        say(report.summary(time.time() - t_start, os.path.join(out_dir, "ckpt")))
+    report.close()
+    ddp.teardown()
+
+
+def sample_step(policy, ref, tok, problems, draw, state):
+    """One draw of a step's data: prompts -> rollouts -> rewards -> advantages. Each rank samples its share of
+    the prompts (a prompt's whole group stays on one rank); rewards are gathered so the advantage sees the whole
+    batch. Updates the replay windows and bandit counters in `state`. Returns (rows: this rank's trained
+    responses as (N, ...) tensors, metrics, examples: the first log_rollouts responses, on rank 0)."""
+    # prompts: batch_size problems, a pure function of (seed, draw), so a resumed run sees the same ones
+    ids = data.batch_indices(len(problems), batch_size, seed, draw)  # (B,) over the whole batch
+    per_rank, n = batch_size // ddp.world, rollouts + extra_rollouts
+    mine = range(ddp.rank * per_rank, (ddp.rank + 1) * per_rank)
+    prompts = [data.encode_prompt(tok, task, problems[ids[i]]) for i in mine]
+
+    # rollouts: n responses per prompt from the current policy, each prompt with its own seeded generator
+    generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or per_rank
+    with autocast():
+        rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens, temperature, top_k, top_p,
+                                data.stop_ids(tok), generators[i:i + chunk]) for i in range(0, per_rank, chunk)])
+    texts = completions(rollout, tok)  # (per_rank * n,), prompt-major
+
+    # rewards: 1.0 for a right answer under each grader; the configured one is the learning signal
+    answers = [problems[ids[i]]["answer"] for i in mine for _ in range(n)]
+    correct = {g: ddp.gather_rows(torch.tensor([reward.score(task, text, answer, strict, grader=g)
+                                                for text, answer in zip(texts, answers)]).view(per_rank, n))
+               for g in reward.GRADERS}  # {grader: (B, n)} on every rank
+    rewards = correct[grader].clone()
+    if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
+        with torch.no_grad(), autocast():
+            ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature)
+        kl = kl_penalty(rollout.logprobs, ref_logprobs, kl_estimator, kl_clamp)
+        rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).view(per_rank, n))
+
+    # advantages: what each response's tokens are pushed by; "none" is the raw reward (advantage.py)
+    advantages = compute_advantages(rewards, advantage, rollouts, ids, state["replay"], replay_window, adv_eps)
+
+    # the rows trained on: each prompt's first `rollouts` responses (the rest only fed the baseline) and, with
+    # DAPO's filter, only prompts whose responses were not all equally right
+    zero_var = (correct[grader] == correct[grader][:, :1]).all(1)  # (B,)
+    trained = torch.zeros(batch_size, n, dtype=torch.bool)
+    trained[:, :rollouts] = True
+    if filter_zero_variance:
+        trained &= ~zero_var[:, None]
+    keep = trained[mine.start:mine.stop].flatten()
+    rows = dict(tokens=rollout.tokens[keep], mask=rollout.mask[keep], old_logprobs=rollout.logprobs[keep],
+                valid=rollout.valid[keep], finished=rollout.finished[keep],
+                advantages=advantages[mine.start:mine.stop][trained[mine.start:mine.stop, :rollouts]])
+
+    # the bandit's view: prompts solved at least once so far (coverage), responses sampled but wrong (regret)
+    solved = set(state["solved"]) | {ids[i] for i in correct[grader].any(1).nonzero().flatten().tolist()}
+    state["solved"] = sorted(solved)
+    state["regret"] += int(correct[grader].numel() - correct[grader].sum().item())
+    lengths = rollout.mask.sum(1).float()
+    metrics = dict(reward=rewards[:, :rollouts].mean().item(), train_acc=correct[grader][:, :rollouts].mean().item(),
+                   **{f"train_acc_{g}": c[:, :rollouts].mean().item() for g, c in correct.items() if g != grader},
+                   response_len=ddp.all_sum(lengths.mean().item()) / ddp.world,
+                   tokens=int(ddp.all_sum(lengths.sum().item())))
+    if n > 1:  # a group of one always "agrees with itself": no information
+        metrics["zero_var_frac"] = zero_var.float().mean().item()
+    examples = [dict(index=ids[mine.start + j // n], sample=j % n, prompt=problems[ids[mine.start + j // n]]["prompt"],
+                     response=texts[j], answer=answers[j], finished=bool(rollout.finished[j]),
+                     **{f"reward_{g}": c[mine.start + j // n, j % n].item() for g, c in correct.items()})
+                for j in range(min(log_rollouts, len(texts)))] if ddp.rank == 0 else []
+    return rows, metrics, examples
+
+
+def update(model, ref, opt, rows):
+    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns the stats averaged over
+    optimizer steps. model: the policy, DDP-wrapped under torchrun (distributed.py keeps the ranks in step)."""
+    policy = getattr(model, "module", model)
+    n_rows = rows["tokens"].size(0)
+    minibatch_ids = ddp.minibatch_rows(rows.pop("order"), minibatches, n_rows)  # this rank's rows of each
+    rows = ddp.with_padding_row(rows)
+    masks = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N+1, T) trained tokens
+    on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
+    totals, n_steps, bad = defaultdict(float), 0, 0
+    for _ in range(ppo_epochs):
+        for mb in minibatch_ids:
+            # normalizers of the whole minibatch (all micro-batches, all ranks), so the pieces add up to its loss
+            n_tokens = max(ddp.all_sum(masks[mb].sum().item()), 1.0)
+            n_seqs = max(ddp.all_sum((mb < n_rows).sum().item()), 1.0)
+            micro = micro_batches(mb, rows["valid"], micro_batch_size)
+            for i, (ids, cols) in enumerate(micro):
+                tokens, valid, mask = rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols], masks[ids][:, cols]
+                # the loss: log-probs of the sampled tokens under the policy being trained, then the policy
+                # gradient (REINFORCE on-policy, PPO/GSPO/CISPO off it: loss.py), aggregated over tokens
+                with autocast():
+                    logprobs, entropy = token_logprobs(model, tokens, valid, mask, temperature,
+                                                       entropy_grad=entropy_coef > 0)  # (n, T) each
+                advantages = rows["advantages"][ids, None].expand_as(logprobs)  # a response's tokens share its advantage
+                old_logprobs = rows["old_logprobs"][ids][:, cols]
+                pg, st = policy_gradient(logprobs, None if on_policy else old_logprobs, advantages, mask,
+                                         kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
+                                         clip_high=clip_high, dual_clip=dual_clip)
+                loss = aggregate(pg, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
+                if entropy_coef > 0:  # entropy bonus (A3C-style): keeps the policy from collapsing early
+                    loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
+                if kl_coef > 0:  # KL to the frozen initial policy (GRPO; the paper: k3, 0.001, clamped to 10)
+                    with torch.no_grad(), autocast():
+                        ref_logprobs, _ = token_logprobs(ref, tokens, valid, mask, temperature)
+                    kl = aggregate(kl_penalty(logprobs, ref_logprobs, kl_estimator, kl_clamp), mask, loss_agg,
+                                   n_tokens, n_seqs, max_new_tokens)
+                    totals["kl"] += kl.item()
+                    if not kl_in_reward:
+                        loss = loss + kl_coef * kl
+                ddp.backward(model, loss, last=i == len(micro) - 1)
+                with torch.no_grad():  # how far the sampler's log-probs are from the policy's: ~1 on-policy
+                    ratio = torch.exp(logprobs - old_logprobs)
+                    totals["ratio"] += torch.where(mask, ratio, 0.0).sum().item() / n_tokens
+                    totals["entropy"] += torch.where(mask, entropy, 0.0).sum().item() / n_tokens
+                totals["loss"] += loss.item()
+                totals["clipfrac"] += st["clipfrac"] / n_tokens
+            # the optimizer step; a non-finite loss or gradient skips it rather than poison the weights
+            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+            if torch.isfinite(norm):
+                opt.step()
+                totals["grad_norm"] += norm.item()
+            else:
+                bad += 1
+            opt.zero_grad(set_to_none=True)
+            n_steps += 1
+    stats = {k: ddp.all_sum(v) / n_steps for k, v in totals.items() if k != "grad_norm"}
+    return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - bad), skipped=bad)
+
+
+def micro_batches(ids, valid, size):
+    """A minibatch's row ids (m,) cut into micro-batches of `size` rows grouped by length, so that a micro-batch
+    pads little, each with the column span (a slice) its rows' tokens occupy. The loss normalizers are totals,
+    so grouping changes only the float summation order of the gradient."""
+    ids = ids[valid[ids].sum(1).argsort(stable=True)]
+    out = []
+    for chunk in ids.split(size or len(ids)):
+        cols = valid[chunk].any(0).nonzero().flatten()
+        out.append((chunk, slice(int(cols[0]), int(cols[-1]) + 1) if len(cols) else slice(0, 1)))
+    return out
+
+
+def run_eval(policy, tok, eval_sets, step):
+    """evaluate.evaluate_splits with this run's sampling settings: (log entries, samples)."""
+    with autocast():
+        return evaluate_splits(policy, tok, task, eval_sets, step, seed, n=eval_samples, keep=log_samples,
+                               grader=grader, temperature=temperature, max_new_tokens=max_new_tokens,
+                               batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict)
 
 
 def lr_at(step):
@@ -128,279 +361,20 @@ def lr_at(step):
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def kl_penalty(logp, ref_logp):
-    """Per-token estimate of KL(policy || reference) from sampled tokens (Schulman 2020, "Approximating KL")."""
-    log_ratio = logp - ref_logp
-    if kl_estimator == "k1":  # unbiased, can be negative
-        return log_ratio
-    if kl_estimator == "k2":  # biased, low variance: 0.5 * log(p/q)^2
-        return 0.5 * log_ratio ** 2
-    return torch.exp(-log_ratio) - 1 + log_ratio  # k3: unbiased and >= 0 (GRPO)
-
-
-def aggregate(x, mask, n_tokens, n_seqs):
-    """Per-token values x (N, T) over response tokens -> one scalar, normalized as loss_agg says.
-    n_tokens, n_seqs are the totals of the whole minibatch, so micro-batch pieces add up to it."""
-    x = x * mask
-    if loss_agg == "token_mean":  # every token weighs the same (DAPO; TRL "dapo"/"bnpo")
-        return x.sum() / n_tokens
-    if loss_agg == "seq_mean_token_mean":  # every sequence weighs the same (original GRPO)
-        return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
-    return x.sum() / (n_seqs * max_new_tokens)  # seq_sum_norm: constant normalizer, no length bias (Dr. GRPO)
-
-
-def policy_loss(logp, old_logp, adv, mask, n_tokens, n_seqs):
-    """PPO's clipped surrogate (Schulman et al. 2017) with clip-higher and dual-clip; (loss, stats).
-    With one epoch and one minibatch the ratio is 1 and this is the plain policy gradient -adv * logp."""
-    ratio = torch.exp(logp - old_logp)  # (N, T)
-    pg1 = -adv * ratio
-    pg2 = -adv * ratio.clamp(1 - clip_low, 1 + clip_high)
-    pg = torch.maximum(pg1, pg2)
-    if dual_clip > 0:  # dual-clip PPO (Ye et al. 2020): bound the loss of negative advantages at -c * adv
-        pg = torch.where(adv < 0, torch.minimum(pg, -dual_clip * adv), pg)
-    m = mask.float()
-    stats = dict(ratio=(ratio * m).sum().item(), clipfrac=((pg2 > pg1).float() * m).sum().item())
-    return aggregate(pg, m, n_tokens, n_seqs), stats
-
-
-def sample_step(policy, ref, tok, problems, draw, replay):
-    """Rollouts of one prompt batch, with rewards and advantages. Each rank samples its share of the prompts
-    (a prompt's whole group stays on one rank); rewards are gathered so the advantage sees the global batch.
-    Returns (rows, metrics): rows holds this rank's trained responses, per-sequence tensors."""
-    ids = data.batch_indices(len(problems), batch_size, seed, draw)  # global (B,)
-    b = batch_size // ddp.world
-    lo, hi = ddp.rank * b, (ddp.rank + 1) * b
-    n = rollouts + extra_rollouts
-    prompts = [data.encode_prompt(tok, task, problems[i]) for i in ids[lo:hi]]
-    gens, c = prompt_generators(seed, 0, draw, range(lo, hi)), sample_batch_size or b
-    with autocast():
-        ro = cat([generate(policy, prompts[i:i + c], n, max_new_tokens, temperature, top_k, top_p,
-                           data.stop_ids(tok), gens[i:i + c]) for i in range(0, b, c)])
-    texts = completions(ro, tok)
-    correct = torch.tensor([reward.score(task, t, problems[ids[lo + j // n]]["answer"], strict)
-                            for j, t in enumerate(texts)]).view(b, n)
-    r = correct.clone()
-    if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
-        with torch.no_grad(), autocast():
-            ref_lp, _ = token_logprobs(ref, ro.tokens, ro.valid, temperature)
-        r = r - kl_coef * (kl_penalty(ro.logprobs, ref_lp) * ro.mask).sum(1).view(b, n)
-    correct, r = ddp.gather_rows(correct), ddp.gather_rows(r)  # (B, n) on every rank
-    a = adv_lib.compute(r, advantage, rollouts, ids, replay, replay_window, adv_eps)  # (B, rollouts)
-    zero_var = (correct == correct[:, :1]).all(1)  # (B,) every response of the prompt scored the same
-    trained = torch.zeros(batch_size, n, dtype=torch.bool)
-    trained[:, :rollouts] = True
-    if filter_zero_variance:
-        trained &= ~zero_var[:, None]
-    keep = trained[lo:hi].flatten()
-    rows = dict(tokens=ro.tokens[keep], mask=ro.mask[keep], old_logp=ro.logprobs[keep], valid=ro.valid[keep],
-                adv=a[lo:hi][trained[lo:hi, :rollouts]], finished=ro.finished[keep])
-    lengths = ro.mask.sum(1).float()
-    metrics = dict(reward=r[:, :rollouts].mean().item(), train_acc=correct[:, :rollouts].mean().item(),
-                   zero_var_frac=zero_var.float().mean().item(),
-                   response_len=ddp.all_sum(lengths.mean().item()) / ddp.world,
-                   tokens=int(ddp.all_sum(lengths.sum().item())))
-    return rows, metrics
-
-
-def select_rows(parts):
-    """This rank's share of the first batch_size*rollouts trained responses over one or more draws, and in
-    "order" each row's index in a single process's batch; (N, T) tensors are left-padded to one width."""
-    budget, taken, picked = batch_size * rollouts, 0, []
-    for p in parts:
-        counts = ddp.gather_ints(p["tokens"].size(0))  # rows kept by each rank in this draw
-        before = taken + sum(counts[:ddp.rank])
-        k = max(0, min(counts[ddp.rank], budget - before))
-        picked.append(dict({name: v[:k] for name, v in p.items()}, order=torch.arange(before, before + k)))
-        taken += sum(counts)
-    width = max(p["tokens"].size(1) for p in picked)
-    return {k: torch.cat([pad_left(p[k], width) for p in picked]) for k in picked[0]}
-
-
-def update(model, ref, opt, rows):
-    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns averaged stats.
-    model: the policy, DDP-wrapped under torchrun. Minibatch k takes the rows at k, k+M, k+2M, ... of a single
-    process's batch (rows["order"]), so every rank's k-th minibatch is its share of the single-process one;
-    loss normalizers are global totals."""
-    policy = getattr(model, "module", model)
-    N, order = rows["tokens"].size(0), rows["order"]
-    # plus one all-padding row (index N): a rank holding fewer rows of a minibatch runs it to keep in step
-    rows = {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, 1)) for k, v in rows.items() if k != "order"}
-    real = torch.arange(N + 1) < N
-    mask = rows["mask"] & real[:, None] & (rows["finished"][:, None] if mask_truncated else True)
-    totals = dict(loss=0.0, grad_norm=0.0, kl=0.0, entropy=0.0, ratio=0.0, clipfrac=0.0)
-    n_opt, bad = 0, 0
-    n_mb = min(minibatches, int(ddp.all_sum(N)))
-    mbs = [(order % n_mb == k).nonzero().squeeze(1) for k in range(n_mb)]  # this rank's rows of minibatch k
-    mbs = [torch.cat((mb, torch.full((ddp.all_max(len(mb)) - len(mb),), N))) for mb in mbs]  # same length on all ranks
-    for _ in range(ppo_epochs):
-        for mb in mbs:
-            n_tokens = max(ddp.all_sum(mask[mb].sum().item()), 1.0)
-            n_seqs = max(ddp.all_sum(real[mb].sum().item()), 1.0)
-            micro = mb.split(micro_batch_size or len(mb))
-            for i, mi in enumerate(micro):
-                m = mask[mi].float()
-                with autocast():
-                    logp, ent = token_logprobs(model, rows["tokens"][mi], rows["valid"][mi], temperature,
-                                               entropy_grad=entropy_coef > 0)
-                a = rows["adv"][mi][:, None].expand_as(logp)  # (n, T): one advantage for all tokens of a response
-                loss, st = policy_loss(logp, rows["old_logp"][mi], a, m, n_tokens, n_seqs)
-                if entropy_coef > 0:
-                    loss = loss - entropy_coef * aggregate(ent, m, n_tokens, n_seqs)
-                if kl_coef > 0:
-                    with torch.no_grad(), autocast():
-                        ref_lp, _ = token_logprobs(ref, rows["tokens"][mi], rows["valid"][mi], temperature)
-                    kl = aggregate(kl_penalty(logp, ref_lp), m, n_tokens, n_seqs)
-                    totals["kl"] += kl.item()
-                    if not kl_in_reward:
-                        loss = loss + kl_coef * kl
-                # DDP averages gradients over ranks; our loss pieces are parts of one global sum, so undo the mean.
-                # All but the last micro-batch skip DDP's all-reduce (no_sync), which then reduces the sum.
-                sync = nullcontext() if i == len(micro) - 1 or ddp.world == 1 else model.no_sync()
-                with sync:
-                    (loss * ddp.world).backward()
-                totals["loss"] += loss.item()
-                totals["entropy"] += ((ent * m).sum() / n_tokens).item()
-                totals["ratio"] += st["ratio"] / n_tokens
-                totals["clipfrac"] += st["clipfrac"] / n_tokens
-            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-            if torch.isfinite(norm):
-                opt.step()
-                totals["grad_norm"] += norm.item()
-            else:  # a NaN/inf loss or gradient: skip this optimizer step rather than poison the weights
-                bad += 1
-            opt.zero_grad(set_to_none=True)
-            n_opt += 1
-    stats = {k: ddp.all_sum(v) / n_opt for k, v in totals.items() if k != "grad_norm"}
-    return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_opt - bad), skipped=bad)
-
-
 def autocast():
+    """bf16 autocast when dtype is bfloat16 (on CUDA with flash-attn installed, the FlashAttention paths)."""
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if dtype == "bfloat16" \
         else nullcontext()
 
 
-def run_eval(policy, tok, splits, step):
-    """Sampled (T=temperature) and greedy pass@1 of each split, sharded over ranks: problem i on rank i % world."""
-    out = {}
-    for kind, (name, problems) in enumerate(splits.items(), start=1):
-        mine = range(ddp.rank, len(problems), ddp.world)
-        r = evaluate(policy, tok, task, [problems[i] for i in mine], 1, (1,), True, temperature, max_new_tokens,
-                     eval_batch_size, prompt_generators(seed, kind, step, mine), top_k, top_p, strict)
-        out[f"{name}_pass@1"] = ddp.all_sum(r["pass@1"] * len(mine)) / len(problems)
-        out[f"{name}_greedy"] = ddp.all_sum(r["greedy_pass@1"] * len(mine)) / len(problems)
-    return out
-
-
-def save_checkpoint(policy, tok, opt, state):
-    """out_dir/ckpt: the policy as a Hugging Face directory, plus train_state.pt with all a resume needs.
-    Written to ckpt.tmp and swapped in by renames, so a crash mid-write leaves the last good checkpoint."""
-    path, tmp, old = (os.path.join(out_dir, d) for d in ("ckpt", "ckpt.tmp", "ckpt.old"))
-    shutil.rmtree(tmp, ignore_errors=True)
-    policy.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    torch.save(dict(state, optimizer=opt.state_dict()), os.path.join(tmp, "train_state.pt"))
-    if os.path.exists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint():
-    """(model path, train state) of out_dir's last good checkpoint, for init_from="resume"."""
-    for d in ("ckpt", "ckpt.old"):  # ckpt.old survives only a crash between the two renames
-        path = os.path.join(out_dir, d)
-        if os.path.exists(os.path.join(path, "train_state.pt")):
-            return path, torch.load(os.path.join(path, "train_state.pt"), weights_only=True)
-    die(f"init_from=resume but {out_dir} holds no checkpoint")
-
-
-def main():
-    global device
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
-    device = ddp.setup(device)
-    check_config(globals())
-    torch.manual_seed(seed)
-    torch.set_num_threads(num_threads)
-    if init_from == "resume":
-        path, state = load_checkpoint()
-    else:  # step, prompt batches drawn, responses sampled, seconds, replay windows {prompt id: rewards}
-        path = resolve(init_from)
-        state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={})
-    policy = Transformer.from_pretrained(path, device=device)
-    policy.grad_checkpointing = grad_checkpointing
-    tok = AutoTokenizer.from_pretrained(path)
-    ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False) \
-        if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
-    model = ddp.wrap(policy)
-    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    train_set, test_set = (data.fit_prompts(tok, task, data.load_split(task, s, data_path), s, max_prompt_tokens,
-                                            verbose=ddp.rank == 0) for s in ("train", "test"))
-    eval_sets = dict(train=train_set[:eval_problems or None], test=test_set[:eval_problems or None])
-    main_rank = ddp.rank == 0  # only rank 0 logs and checkpoints
-    os.makedirs(out_dir, exist_ok=True)
-    log_path = os.path.join(out_dir, "log.jsonl")
-    if init_from == "resume":
-        opt.load_state_dict(state["optimizer"])
-        with open(log_path) as f:  # drop lines logged after the checkpoint: those steps are redone
-            kept = [line for line in f if json.loads(line)["step"] <= state["step"]]
-    else:
-        kept = [json.dumps(dict(step=0, time=0.0, responses=0, **run_eval(policy, tok, eval_sets, 0))) + "\n"]
-    log = open(log_path, "w") if main_rank else None
-    if main_rank:
-        log.writelines(kept)
-    t_start = time.time() - state["elapsed"]
-    first = line = json.loads(kept[0])
-    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True, disable=not main_rank)
-    bad_steps = 0
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step - 1)
-        t0 = time.time()
-        parts, metrics = [], None
-        for _ in range(1 + resample_tries):  # DAPO dynamic sampling draws again while the batch is short
-            rows, m = sample_step(policy, ref, tok, train_set, state["draws"], state["replay"])
-            state["draws"] += 1
-            parts.append(rows)
-            metrics = metrics or m  # the step's metrics describe its first draw: the policy's real batch
-            if ddp.all_sum(sum(p["tokens"].size(0) for p in parts)) >= batch_size * rollouts:
-                break
-        rows = select_rows(parts)
-        state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
-        t1 = time.time()
-        trained = int(ddp.all_sum(rows["tokens"].size(0)))
-        stats = update(model, ref, opt, rows) if trained else {}
-        t2 = time.time()
-        bad_steps = bad_steps + 1 if stats.get("skipped") else 0
-        if stats.get("skipped") and main_rank:
-            print(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
-                  f"step(s)", file=sys.stderr)
-        if bad_steps >= max_bad_steps:
-            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
-                f"learning_rate; the last good checkpoint is in {out_dir}/ckpt)")
-        line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
-                    **metrics, **stats, trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
-                    tokens_per_s=round(metrics["tokens"] / max(t1 - t0, 1e-9), 1))
-        if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
-            line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-            torch.cuda.reset_peak_memory_stats(device)
-        if step % eval_interval == 0 or step == max_steps:  # evaluate, then checkpoint below
-            line.update(run_eval(policy, tok, eval_sets, step))
-            bar.set_postfix(test=f"{line['test_pass@1']:.3f}", train=f"{line['train_pass@1']:.3f}")
-            state.update(step=step, elapsed=time.time() - t_start)
-        if main_rank:  # logged before the checkpoint, so a checkpoint's own step is never missing from the log
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            if state["step"] == step:
-                save_checkpoint(policy, tok, opt, state)
-    if main_rank:
-        log.close()
-        print(f"done: test pass@1 {first['test_pass@1']:.3f} -> {line['test_pass@1']:.3f} "
-              f"(greedy {first['test_greedy']:.3f} -> {line['test_greedy']:.3f}) in {time.time() - t_start:.0f}s; "
-              f"checkpoint in {os.path.join(out_dir, 'ckpt')}")
-    ddp.teardown()
-
+DEFAULTS = {k: globals()[k] for k in config_keys}
 
 if __name__ == "__main__":
-    globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:]))
-    main()
+    globals().update(configure(DEFAULTS, sys.argv[1:], source=__file__))
+    out_dir = out_dir or checkpoint.default_out_dir(sys.argv[1:], task)
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the last checkpoint is in {out_dir}/ckpt (if one was written); continue with the same "
+              f"command and --init_from=resume", file=sys.stderr)
+        sys.exit(130)

@@ -23,8 +23,11 @@ def test_evaluate_on_the_tiny_policy(arith):
     model, tok = arith
     problems = data.load_split("arith", "test")[:64]
     g = torch.Generator().manual_seed(0)
-    r = evaluate(model, tok, "arith", problems, n=4, ks=(1, 2, 4), max_new_tokens=6, generator=g)
-    assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"}
+    r = evaluate(model, tok, "arith", problems, n=4, ks=(1, 2, 4), max_new_tokens=6, generators=g, keep=3)
+    assert set(r) == {"pass@1", "pass@2", "pass@4", "pass@1_paper", "solved_all", "solved_none", "greedy_pass@1",
+                      "samples"}
+    assert [(s["index"], s["sample"]) for s in r["samples"]] == [(i, j) for i in range(3) for j in range(4)]
+    assert r["solved_all"] <= r["pass@1"] <= 1 - r["solved_none"]
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1  # pass@k grows with k
     assert 0.1 < r["greedy_pass@1"] < 0.9  # the base policy is partly competent
     # greedy pass@1 checked by hand: decode each greedy answer and compare the integers
@@ -65,7 +68,9 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
                         "--splits=test", f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(out.read_text())["test"]
-    assert set(r) == {"pass@1", "pass@2", "pass@4", "greedy_pass@1"} and "pass@4" in p.stdout
+    assert {"pass@1", "pass@2", "pass@4", "pass@1_paper", "greedy_pass@1"} <= set(r) and "pass@4" in p.stdout
+    samples = [json.loads(line) for line in open(tmp_path / "eval_samples.jsonl")]
+    assert len(samples) == 32 * 4 and {"prompt", "response", "answer", "reward_paper", "finished"} <= set(samples[0])
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
     p = subprocess.run([sys.executable, "evaluate.py", "--n_samples=2", "--splits=test", "--dtype=bfloat16",
                         f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)

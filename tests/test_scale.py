@@ -47,29 +47,28 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, extra):
             assert x.get(k) == y.get(k), k
 
 
-def test_world_size_must_divide_the_batch(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(train.ddp, "world", 3)
+def test_world_size_must_divide_the_batch(capsys):
     with pytest.raises(SystemExit) as e:
-        train.check_config(dict(DEFAULTS, batch_size=8))
+        train.check_config(dict(DEFAULTS, batch_size=8), world=3)
     assert e.value.code == 2 and "multiple of the world size 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train.check_config(dict(DEFAULTS, batch_size=2))  # smaller than the world
+        train.check_config(dict(DEFAULTS, batch_size=2), world=3)  # smaller than the world
 
 
 def test_grpo_with_one_rollout_warns(capsys):
-    train.check_config(dict(DEFAULTS, advantage="grpo", rollouts=1))
+    train.check_config(dict(DEFAULTS, advantage="grpo", rollouts=1), world=1)
     assert "same as 'none'" in capsys.readouterr().err
 
 
 def test_nan_loss_is_skipped_then_stops(tmp_path, monkeypatch, capsys):
-    real = train.policy_loss
+    real = train.policy_gradient
     calls = []
 
-    def poisoned(*a):  # step 1 is fine, every later step's loss is NaN
-        loss, st = real(*a)
+    def poisoned(*a, **k):  # step 1 is fine, every later step's loss is NaN
+        loss, st = real(*a, **k)
         calls.append(1)
         return (loss * float("nan") if len(calls) > 1 else loss), st
-    monkeypatch.setattr(train, "policy_loss", poisoned)
+    monkeypatch.setattr(train, "policy_gradient", poisoned)
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "--max_steps=10", "--eval_interval=1", "--max_bad_steps=3")
     err = capsys.readouterr().err
@@ -127,12 +126,12 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 import train
 from configurator import configure
-real = train.save_checkpoint
-def save_then_die(policy, tok, opt, state):
-    real(policy, tok, opt, state)
+real = train.checkpoint.save
+def save_then_die(out_dir, policy, tok, opt, state):
+    real(out_dir, policy, tok, opt, state)
     if state['step'] == 2:
         os.kill(os.getpid(), signal.SIGKILL)  # killed just after a complete checkpoint
-train.save_checkpoint = save_then_die
+train.checkpoint.save = save_then_die
 train.__dict__.update(configure({{k: getattr(train, k) for k in train.config_keys}}, sys.argv[1:]))
 train.main()
 """

@@ -26,8 +26,10 @@ def test_two_steps_write_log_lines_and_an_hf_checkpoint(tmp_path):
     log = run(tmp_path)
     assert [line["step"] for line in log] == [0, 1, 2]
     for key in ("reward", "train_acc", "loss", "grad_norm", "entropy", "ratio", "clipfrac", "response_len",
-                "tokens_per_s", "sample_s", "update_s", "zero_var_frac"):
+                "tokens_per_s", "sample_s", "update_s", "coverage", "regret", "train_acc_paper"):
         assert key in log[1], key
+    for key in ("zero_var_frac", "kl", "tokens"):  # a group of one has no variance to speak of; no KL was computed
+        assert key not in log[1], key
     assert "test_pass@1" in log[0] and "test_greedy" in log[2]
     assert log[2]["responses"] == 8
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ckpt"))

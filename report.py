@@ -1,0 +1,91 @@
+"""
+What a run shows and keeps, rank 0 only: the config it runs (what differs from the defaults), a short console
+line every log_interval steps, log.jsonl (every step's metrics), samples.jsonl (responses at each evaluation
+and, optionally, some training rollouts), and the same metrics in Weights & Biases when wandb_log is on.
+On resume, log and samples keep their lines up to the checkpoint's step (later ones are redone).
+"""
+import json
+import os
+import sys
+
+import checkpoint
+
+
+def config_lines(config, defaults, out_dir):
+    """The settings that differ from train.py's defaults, and where the run writes: what to read at a glance."""
+    changed = [f"{k}={v!r}" for k, v in config.items() if v != defaults.get(k) and k != "out_dir"]
+    return f"out_dir: {out_dir}\nconfig: {' '.join(changed) or '(the defaults)'}"
+
+
+def console_line(line):
+    """One short text line of a step's log line: the learning signal, the loss and its parts, length, speed."""
+    parts = [f"step {line['step']}", f"reward {line['reward']:.3f}", f"acc {line['train_acc']:.3f}"]
+    parts += [f"{k} {line[k]:.4g}" for k in ("loss", "entropy", "kl") if k in line]
+    parts += [f"len {line['response_len']:.1f}", f"coverage {line['coverage']:.3f}",
+              f"{line['sample_s'] + line['update_s']:.2f}s"]
+    return " | ".join(parts)
+
+
+def eval_line(line):
+    keys = [k for k in line if k.endswith(("pass@1", "greedy"))]
+    return f"step {line['step']} eval: " + " ".join(f"{k} {line[k]:.3f}" for k in keys)
+
+
+class Reporter:
+    """Holds the open log files (and the wandb run) of rank 0; every method is a no-op on other ranks."""
+
+    def __init__(self, out_dir, resume_step, config, state, active, wandb_log=False, wandb_project="nanorft",
+                 wandb_run_name=""):
+        self.active, self.wandb = active, None
+        if not active:
+            return
+        log_path, samples_path = (os.path.join(out_dir, f) for f in ("log.jsonl", "samples.jsonl"))
+        if resume_step is None:  # a fresh run
+            kept_log, kept_samples = [], []
+        else:  # keep what precedes the checkpoint; what follows is redone
+            kept_log = checkpoint.resume_lines(log_path, resume_step, "log lines")
+            kept_samples = checkpoint.resume_lines(samples_path, resume_step, "samples") \
+                if os.path.exists(samples_path) or kept_log else []
+        self.lines = [json.loads(line) for line in kept_log]
+        self.log, self.samples = open(log_path, "w"), open(samples_path, "w")
+        self.log.writelines(kept_log)
+        self.samples.writelines(kept_samples)
+        if wandb_log:  # optional dependency, imported only when asked for
+            import wandb
+            state.setdefault("wandb_id", wandb.util.generate_id())  # kept in the checkpoint: resume continues it
+            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
+                                    id=state["wandb_id"], resume="allow", config=config, dir=out_dir)
+
+    def write(self, line, samples=()):
+        """One step: its log line (flushed: a kill loses no finished step) and its samples."""
+        if not self.active:
+            return
+        self.lines.append(line)
+        self.samples.writelines(json.dumps(dict(step=line["step"], **s)) + "\n" for s in samples)
+        self.samples.flush()
+        self.log.write(json.dumps(line) + "\n")
+        self.log.flush()
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in line.items() if k != "step"}, step=line["step"])
+
+    def summary(self, seconds, ckpt):
+        """The run in one line: test pass@1 (and greedy) from the first evaluation to the last."""
+        evals = [line for line in self.lines if "test_pass@1" in line]
+        if not evals:
+            return f"done in {seconds:.0f}s"
+        a, b = evals[0], evals[-1]
+        return (f"done: test pass@1 {a['test_pass@1']:.3f} -> {b['test_pass@1']:.3f} (greedy {a['test_greedy']:.3f} "
+                f"-> {b['test_greedy']:.3f}, steps {a['step']} -> {b['step']}) in {seconds:.0f}s; checkpoint in {ckpt}")
+
+    def close(self):
+        if self.active:
+            self.log.close()
+            self.samples.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+
+def say(msg):
+    """A line on stdout that doesn't break a tqdm bar."""
+    from tqdm import tqdm
+    tqdm.write(msg, file=sys.stdout)
