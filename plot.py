@@ -1,16 +1,27 @@
 """
-Tables and curves of train.py runs grouped by design choice, mean ± std over seeds.
+Tables and curves of train.py runs grouped by design choice: mean ± std over seeds, and each choice's paired
+difference to its reference (the baseline) over the seeds both ran, with a 95% t-interval.
 
-    python plot.py out/sweep                          # a sweep dir: out/sweep/results.md (+ results.png)
-    python plot.py out/a out/b --out=cmp --baseline=a
+    python plot.py out/sweep                                # a sweep dir: out/sweep/results.md (+ results.png)
+    python plot.py out/a out/b --out=cmp                    # several runs: their order is the order given
+    python plot.py out/sweep --metrics=test_pass@1,entropy,response_len,regret
 
 A run is an out_dir holding log.jsonl. Its group (design choice) is the name of its parent dir when the
-run's own dir is named seedN, as sweep.py lays them out, else the name of its own dir. The figure needs
-matplotlib, which is optional: without it only the table is written.
+run's own dir is named seedN, as sweep.py lays them out, else the name of its own dir. Groups keep the
+order of the paths given; a sweep dir's pipeline.json (written by sweep.py) gives its entries' order, the
+baseline (the first) and any other reference an entry is compared with (e.g. replay_64x4 with budget256_64x4).
+
+Paired differences. Runs with the same seed share their evaluation randomness (samples are seeded per prompt
+and step), so most of the evaluation noise cancels in the difference of two runs of one seed. For a choice G
+and its reference R, d_s = G_s - R_s at the last step both evaluated, for each seed s both ran; the table
+gives mean(d) and mean(d) ± t(0.975, k-1) * std(d) / sqrt(k) over the k seeds, "n/a" for one seed.
+
+The figure needs matplotlib, which is optional: without it only the table is written.
 """
 import argparse
 import glob
 import json
+import math
 import os
 import re
 
@@ -18,9 +29,14 @@ import numpy as np
 
 from configurator import die
 
-# the minimalist baseline's names in sweep.py's pipelines: the default for --baseline when present
-BASELINE_NAMES = ("none", "minimal", "rollouts_1", "budget256_256x1")
-METRICS = ("train_pass@1", "test_pass@1")
+METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
+DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "regret")  # the figure's rows when --metrics is not given
+# two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30, 40, 60, 120 and the normal limit
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
+        10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314, 16: 2.1199, 17: 2.1098,
+        18: 2.1009, 19: 2.0930, 20: 2.0860, 21: 2.0796, 22: 2.0739, 23: 2.0687, 24: 2.0639, 25: 2.0595,
+        26: 2.0555, 27: 2.0518, 28: 2.0484, 29: 2.0452, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799,
+        math.inf: 1.9600}
 
 
 def natural(s):
@@ -37,56 +53,115 @@ def find_logs(path):
     return []
 
 
+def run_seed(run_dir):
+    """A run's seed: from its seedN dir (sweep.py's layout) or the --seed= of its run.json; None if unknown."""
+    m = re.fullmatch(r"seed(\d+)", os.path.basename(run_dir))
+    if m:
+        return int(m.group(1))
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            args = json.load(f)["args"]
+        return next(int(a.split("=")[1]) for a in args if a.startswith("--seed="))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+
+
+def read_pipeline(path):
+    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None elsewhere."""
+    try:
+        with open(os.path.join(path, "pipeline.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def load_runs(paths):
-    """{group: [run, ...]}, groups in the order found; a run is dict(dir, evals: its log lines that have
-    an evaluation, from the initial one at step 0 to the last). Runs with no evaluation yet are left out."""
+    """{group: [run, ...]}, groups in the order of the paths (a sweep dir's: its pipeline's order). A run is
+    dict(dir, seed, lines: its log lines, evals: those with an evaluation, from the one at step 0 to the last).
+    Runs with no evaluation yet are left out."""
     runs = {}
     for path in paths:
         logs = find_logs(path)
         if not logs:
             die(f"{path!r} holds no log.jsonl (give train.py out_dirs or a sweep dir)")
-        for log in logs:
+        order = (read_pipeline(path) or {}).get("entries", [])
+        rank = lambda log: (order.index(g) if (g := group_of(log)) in order else len(order), natural(log))
+        for log in sorted(logs, key=rank):
             run_dir = os.path.dirname(os.path.abspath(log))
             with open(log) as f:
-                evals = [line for line in map(json.loads, f) if "test_pass@1" in line]
+                lines = [json.loads(line) for line in f if line.strip()]
+            evals = [line for line in lines if "test_pass@1" in line]
             if evals:
-                own = os.path.basename(run_dir)
-                group = os.path.basename(os.path.dirname(run_dir)) if re.fullmatch(r"seed\d+", own) else own
-                runs.setdefault(group, []).append(dict(dir=run_dir, evals=evals))
+                runs.setdefault(group_of(log), []).append(dict(dir=run_dir, seed=run_seed(run_dir), lines=lines,
+                                                               evals=evals))
     return runs
 
 
+def group_of(log):
+    run_dir = os.path.dirname(os.path.abspath(log))
+    own = os.path.basename(run_dir)
+    return os.path.basename(os.path.dirname(run_dir)) if re.fullmatch(r"seed\d+", own) else own
+
+
 def mean_std(x):
-    """Mean and std over seeds (axis 0); the sample std (ddof=1) as papers report it, 0 for one seed."""
+    """Mean and std over seeds (axis 0); the sample std (ddof=1) as papers report it, None for one seed."""
     x = np.asarray(x, dtype=float)
-    mean = x.mean(0)
-    return mean, (x.std(0, ddof=1) if len(x) > 1 else 0 * mean)
+    return x.mean(0), (x.std(0, ddof=1) if len(x) > 1 else None)
 
 
-def pick_baseline(runs, name=""):
-    """The group the gains are measured against: `name`, else the minimalist baseline's, else the first."""
-    if name and name not in runs:
-        die(f"baseline {name!r} is not one of the groups: {', '.join(runs)}")
-    return name or next((n for n in BASELINE_NAMES if n in runs), next(iter(runs)))
+def t975(df):
+    """t(0.975, df): the table's value, or for a df between its entries the next smaller one's (wider)."""
+    return T975[max(d for d in T975 if d <= df)]
 
 
-def summarize(runs, baseline):
-    """One row per group: name, seeds, and (mean, std) over seeds of final and best train/test pass@1,
-    the gain in final test pass@1 over the baseline's mean (None without baseline runs), the time of the
-    last log line (s: training and evaluations but not start-up), and responses sampled per point (1%) of
-    test pass@1 gained since step 0 (None when some seed gained nothing)."""
-    base = np.mean([r["evals"][-1]["test_pass@1"] for r in runs[baseline]]) if baseline in runs else None
+def series(run, key):
+    """{step: value} of a run's log lines that hold key (eval keys: evaluations; per-step keys: every step)."""
+    return {line["step"]: line[key] for line in run["lines"] if key in line}
+
+
+def paired(group, ref, key):
+    """The paired difference group - ref in key over the seeds both ran, at the last step every one of
+    those runs logged it: dict(step, seeds, diffs (k,), mean, lo, hi), lo/hi None for one seed;
+    None when no seed is shared or that step is 0 (both runs are still the base policy there)."""
+    by_seed = {r["seed"]: r for r in ref if r["seed"] is not None}
+    pairs = [(series(r, key), series(by_seed[r["seed"]], key)) for r in group if r["seed"] in by_seed]
+    if not pairs:
+        return None
+    steps = set.intersection(*(set(a) & set(b) for a, b in pairs))
+    if not steps or max(steps) == 0:
+        return None
+    step = max(steps)
+    diffs = np.array([a[step] - b[step] for a, b in pairs], dtype=float)  # (k,)
+    mean, k = diffs.mean(), len(diffs)
+    half = t975(k - 1) * diffs.std(ddof=1) / math.sqrt(k) if k > 1 else None
+    return dict(step=step, seeds=k, diffs=diffs, mean=mean, lo=None if half is None else mean - half,
+                hi=None if half is None else mean + half)
+
+
+def reference_of(name, runs, baseline, references):
+    """The group `name` is compared with: its entry in references when that group is present, else the baseline."""
+    ref = (references or {}).get(name)
+    return ref if ref in runs else baseline
+
+
+def summarize(runs, baseline, references=None):
+    """One row per group: name, seeds, (mean, std) over seeds of final and best train/test pass@1, the
+    reference it is compared with and the paired differences to it (None for the reference itself), the time
+    of the last log line (s: training and evaluations but not start-up), and responses sampled per point (1%)
+    of test pass@1 gained since step 0 (None when some seed gained nothing); last_step: the step of the
+    group's earliest last evaluation."""
     rows = []
     for name, group in runs.items():
         first, last = [r["evals"][0] for r in group], [r["evals"][-1] for r in group]
         gained = [b["test_pass@1"] - a["test_pass@1"] for a, b in zip(first, last)]
-        row = dict(name=name, seeds=len(group))
+        row = dict(name=name, seeds=len(group), ref=reference_of(name, runs, baseline, references))
         for k in METRICS:
             row[f"final_{k}"] = mean_std([line[k] for line in last])
             row[f"best_{k}"] = mean_std([max(line[k] for line in r["evals"]) for r in group])
-        mean, std = row["final_test_pass@1"]
-        row["gain"] = None if base is None else (mean - base, std)  # mean - base: exactly 0 for the baseline
+            row[f"paired_{k}"] = None if row["ref"] == name or row["ref"] not in runs else \
+                paired(group, runs[row["ref"]], k)
         row["time"] = mean_std([line["time"] for line in last])
+        row["last_step"] = min(line["step"] for line in last)
         row["per_point"] = None if min(gained) <= 0 else \
             mean_std([line["responses"] / (100 * g) for line, g in zip(last, gained)])
         rows.append(row)
@@ -94,67 +169,135 @@ def summarize(runs, baseline):
 
 
 def cell(ms, scale=1.0, fmt=".1f"):
-    """'mean ± std' of a (mean, std) pair, 'n/a' for None; a sign flag in fmt (+.1f) is for the mean only."""
-    return "n/a" if ms is None else f"{scale * ms[0]:{fmt}} ± {scale * ms[1]:{fmt.lstrip('+')}}"
+    """'mean ± std' of a (mean, std) pair, 'mean ± n/a' for one seed, 'n/a' for None."""
+    if ms is None:
+        return "n/a"
+    mean, std = ms
+    return f"{scale * mean:{fmt}} ± " + ("n/a" if std is None else f"{scale * std:{fmt}}")
+
+
+def paired_cell(p, last_step, scale=100.0):
+    """'+4.1 [+2.0, +6.2]' in points; 'n/a' for the interval of one seed; the step when it is not the row's last."""
+    if p is None:
+        return "n/a"
+    text = f"{scale * p['mean']:+.1f} " + ("[n/a]" if p["lo"] is None else
+                                          f"[{scale * p['lo']:+.1f}, {scale * p['hi']:+.1f}]")
+    return text + (f" @{p['step']}" if p["step"] != last_step else "")
 
 
 def table(rows, baseline):
     """The markdown table of summarize()'s rows, pass@1 in %."""
-    head = ["design choice", "seeds", "final train", "best train", "final test", "best test",
-            f"gain vs {baseline}", "train time (s)", "responses / point"]
-    lines = [f"pass@1 in %, mean ± std over seeds. Gain: final test pass@1 minus the mean of baseline "
-             f"`{baseline}`'s. Responses / point: responses sampled / test pass@1 points gained since step 0.",
+    head = ["design choice", "seeds", "final train", "best train", "final test", "best test", "vs",
+            "Δ train (95% CI)", "Δ test (95% CI)", "train time (s)", "responses / point"]
+    lines = [f"pass@1 in %, mean ± std over seeds. Δ: paired difference to the `vs` entry (baseline "
+             f"`{baseline}` unless the pipeline pairs it with another) in points, mean over the seeds both ran "
+             "and its 95% t-interval, at the last step both evaluated (@step when earlier than the row's own). "
+             "Responses / point: responses sampled / test pass@1 points gained since step 0.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], str(r["seeds"])] + [cell(r[f"{w}_{k}"], 100) for k in METRICS for w in ("final", "best")]
-        cells += [cell(r["gain"], 100, "+.1f"), cell(r["time"], fmt=".0f"), cell(r["per_point"], fmt=".0f")]
+        cells += ["—" if r["ref"] == r["name"] else r["ref"]]
+        cells += ["—" if r["ref"] == r["name"] else paired_cell(r[f"paired_{k}"], r["last_step"]) for k in METRICS]
+        cells += [cell(r["time"], fmt=".0f"), cell(r["per_point"], fmt=".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def percent(key):
+    """Whether a metric is a fraction shown in %: pass@k, greedy pass@1, accuracies, coverage."""
+    return bool(re.search(r"pass@|greedy|acc|coverage", key))
+
+
 def curves(group, key):
-    """(steps (K,), mean responses sampled (K,), values (S, K)) at the eval steps every seed reached."""
-    by_step = [{line["step"]: line for line in r["evals"]} for r in group]
+    """(steps (K,), mean responses sampled (K,), values (S, K)) at the steps every seed logged key."""
+    by_step = [{line["step"]: line for line in r["lines"] if key in line} for r in group]
     steps = sorted(set.intersection(*map(set, by_step)))
-    values = np.array([[b[s][key] for s in steps] for b in by_step])
-    responses = np.array([[b[s]["responses"] for s in steps] for b in by_step]).mean(0)
+    values = np.array([[b[s][key] for s in steps] for b in by_step], dtype=float).reshape(len(group), len(steps))
+    responses = np.array([[b[s]["responses"] for s in steps] for b in by_step], dtype=float).reshape(
+        len(group), len(steps)).mean(0)
     return np.array(steps), responses, values
 
 
-def figure(runs, path):
-    """2x2 PNG: train and test pass@1 (rows) vs step and vs responses sampled (columns), one line per group,
-    mean ± std over seeds shaded. Raises ImportError without matplotlib."""
+def paired_curve(group, ref, key):
+    """(steps (K,), mean (K,), half-width (K,) or None) of the paired difference group - ref, at the steps every
+    run of the shared seeds logged key; None when no seed is shared."""
+    by_seed = {r["seed"]: series(r, key) for r in ref if r["seed"] is not None}
+    pairs = [(series(r, key), by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
+    if not pairs:
+        return None
+    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    diffs = np.array([[a[s] - b[s] for s in steps] for a, b in pairs], dtype=float)  # (k, K)
+    k = len(pairs)
+    half = t975(k - 1) * diffs.std(0, ddof=1) / math.sqrt(k) if k > 1 else None
+    return np.array(steps), diffs.mean(0), half
+
+
+def figure(runs, path, metrics, baseline, references=None):
+    """PNG: a row per metric; columns: vs step, vs responses sampled (log scale), and the paired difference to
+    each group's reference with its 95% band. Mean over seeds, ± std shaded. Raises ImportError without
+    matplotlib."""
     import matplotlib
     matplotlib.use("Agg")  # write files, no display
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
-    for g, (name, group) in enumerate(runs.items()):
-        for i, key in enumerate(METRICS):
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(16, 3.6 * len(metrics)), squeeze=False)
+    positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"] if c.get("responses", 0) > 0]
+    for i, key in enumerate(metrics):
+        scale = 100 if percent(key) else 1
+        for g, (name, group) in enumerate(runs.items()):
+            if not all(series(r, key) for r in group):
+                continue
             steps, responses, values = curves(group, key)
-            mean, std = mean_std(100 * values)  # (K,), (K,)
-            for ax, x in zip(axes[i], (steps, responses)):
-                ax.plot(x, mean, color=f"C{g}", label=f"{name} ({len(group)})")
-                ax.fill_between(x, mean - std, mean + std, color=f"C{g}", alpha=0.2)
-    for i, key in enumerate(METRICS):
-        axes[i, 0].set_ylabel(f"{key} (%)")
+            mean, std = mean_std(scale * values)  # (K,), (K,) or None
+            for ax, x in zip(axes[i, :2], (steps, responses)):
+                ax.plot(x, mean, color=f"C{g % 10}", label=f"{name} ({len(group)})")
+                if std is not None:
+                    ax.fill_between(x, mean - std, mean + std, color=f"C{g % 10}", alpha=0.15)
+            ref = reference_of(name, runs, baseline, references)
+            pc = None if ref == name else paired_curve(group, runs[ref], key)
+            if pc is not None:
+                steps, diff, half = pc
+                axes[i, 2].plot(steps, scale * diff, color=f"C{g % 10}", label=f"{name} - {ref}")
+                if half is not None:
+                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half),
+                                            color=f"C{g % 10}", alpha=0.15)
+        unit = " (%)" if scale == 100 else ""
+        axes[i, 0].set_ylabel(key + unit)
+        axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
+        axes[i, 2].axhline(0, color="gray", lw=0.8)
+        axes[i, 1].set_xscale("symlog", linthresh=min(positive, default=1))  # log, with step 0's 0 responses
         for ax in axes[i]:
             ax.grid(alpha=0.3)
-    axes[1, 0].set_xlabel("step")
-    axes[1, 1].set_xlabel("responses sampled (compute-matched)")
+    for ax, label in zip(axes[-1], ("step", "responses sampled (log scale)", "step")):
+        ax.set_xlabel(label)
     axes[0, 0].legend(title="design choice (seeds)", fontsize="small")
+    axes[0, 2].set_title("paired difference to the reference, 95% t-band over seeds", fontsize="medium")
+    if len(axes[0, 2].lines) > 1:  # a compared group's line besides the zero line
+        axes[0, 2].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write(runs, prefix, baseline):
+def plot_metrics(runs, metrics=None):
+    """The figure's rows: the keys asked for (each must be logged by some run), else DEFAULT_PLOT's logged ones."""
+    logged = {k for g in runs.values() for r in g for line in r["lines"] for k in line}
+    if not metrics:
+        return [k for k in DEFAULT_PLOT if k in logged]
+    missing = [k for k in metrics if k not in logged]
+    if missing:
+        numeric = sorted(k for k in logged if k not in ("step",))
+        die(f"--metrics: {', '.join(missing)} not in any run's log; logged keys: {', '.join(numeric)}")
+    return list(metrics)
+
+
+def write(runs, prefix, baseline, references=None, metrics=None):
     """prefix.md with the table (also printed) and prefix.png with the curves when matplotlib is installed."""
-    text = table(summarize(runs, baseline), baseline)
+    text = table(summarize(runs, baseline, references), baseline)
     with open(prefix + ".md", "w") as f:
         f.write(text)
     print(text + f"wrote {prefix}.md")
     try:
-        figure(runs, prefix + ".png")
+        figure(runs, prefix + ".png", plot_metrics(runs, metrics), baseline, references)
         print(f"wrote {prefix}.png")
     except ImportError:
         print(f"no figure: pip install matplotlib to get {prefix}.png")
@@ -162,16 +305,23 @@ def write(runs, prefix, baseline):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1], allow_abbrev=False)
-    p.add_argument("paths", nargs="+", help="train.py out_dirs and/or sweep dirs")
+    p.add_argument("paths", nargs="+", help="train.py out_dirs and/or sweep dirs, the baseline's first")
     p.add_argument("--out", default="", help="output prefix (default: PATH/results for one path, else results)")
-    p.add_argument("--baseline", default="", help=f"group for the gain column (default: {'/'.join(BASELINE_NAMES)} "
-                                                  "if present, else the first)")
+    p.add_argument("--baseline", default="", help="group the others are compared with (default: a sweep dir's "
+                                                  "pipeline baseline, else the first group)")
+    p.add_argument("--metrics", default="", help=f"comma-separated logged keys to plot (default: "
+                                                 f"{','.join(DEFAULT_PLOT)}, those logged)")
     args = p.parse_args(argv)
     runs = load_runs(args.paths)
     if not runs:
         die("no run has an evaluation in its log yet")
+    pipeline = (read_pipeline(args.paths[0]) or {}) if len(args.paths) == 1 else {}
+    baseline = args.baseline or pipeline.get("baseline") or next(iter(runs))
+    if baseline not in runs:
+        die(f"baseline {baseline!r} is not one of the groups: {', '.join(runs)}")
     prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
-    write(runs, prefix, pick_baseline(runs, args.baseline))
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    write(runs, prefix, baseline, pipeline.get("references"), metrics)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,36 @@
 """
-Sweeps of design choices x seeds through train.py, then their table and curves (plot.py).
+The papers' experiment pipelines: design choices x seeds through train.py, then their table and curves (plot.py).
 
-    python sweep.py advantage                     # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
-    python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: one run at a time
-    python sweep.py advantage --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
+    python sweep.py rollouts                      # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
+    python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: the paper's runs, in turn
+    python sweep.py budget256 --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
     python sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
-PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file). As in the
-paper, a pipeline starts from the minimalist baseline and changes one design choice per entry; the table's gains
-are measured against its first entry, or --baseline=NAME. Each run is `train.py BASE ENTRY --seed=S EXTRA`, where
-EXTRA are this command's other --key=value args. Run this from the repo root: config paths are relative to it.
+PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file):
+  rollouts, budget256, batch, extra, replay   the paper's grids (shared/PAPER.md), each entry a paper script
+  one_problem   the sibling paper's layers: 1 problem x 1 rollout (raw reward), + rollouts, + GRPO's advantage,
+                + 32 problems, + all problems, + 32 prompts per step (the paper's GRPO run); each vs the last
+  advantage, loss   nanoRFT's extensions: estimators on the same 32 x 8 responses; loss aggregations, and
+                PPO / GSPO / CISPO at 4 updates per step
+  all           each distinct setting of the others once
+A pipeline starts from its baseline (its first entry) and changes one design choice per entry; plot.py compares
+each entry with the baseline, or with the entry REFERENCES pairs it with (replay_64x4 with budget256_64x4: same
+batch x rollouts, no replay), seed by seed. Each run is `train.py BASE ENTRY [CPU steps] --seed=S EXTRA`, where
+EXTRA are this command's other --key=value args, and [CPU steps] cuts an expensive entry's max_steps on the CPU
+base (CPU_STEPS). Run this from the repo root: config paths are relative to it.
 
-Layout: {out}/{entry}/seed{S}/ is the run's out_dir (log.jsonl, ckpt/, train.out: its command, stdout and stderr,
-run.json: its args and config files' text, done.json: the same, written when it exits 0), and {out}/results.md
-(+ results.png) sums up the pipeline. A run whose done.json matches its args and config files' text, and whose
-log ends with an evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped
-midway resumes from its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over.
+Layout: {out}/pipeline.json (entry order, baseline, references: plot.py reads them), {out}/{entry}/seed{S}/ is
+the run's out_dir (log.jsonl, ckpt/, train.out: its command, stdout and stderr, run.json: its args and config
+files' text, done.json: the same, written when it exits 0), and {out}/results.md (+ results.png) sums up the
+pipeline. A run whose done.json matches its args and config files' text, and whose log ends with an
+evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped midway resumes from
+its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over (--overwrite=True).
 """
 import argparse
 import json
 import os
 import queue
+import re
 import shlex
 import subprocess
 import sys
@@ -32,22 +42,68 @@ import plot
 from configurator import die
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a CPU core per run
+# The paper's grids (shared/PAPER.md), each entry a paper script's config (config/*.py names the script), then
+# nanoRFT's extensions. The first entry of a pipeline is its baseline.
+PAIRS = [(64, 4), (128, 2), (256, 1), (512, 1), (1024, 1), (2048, 1)]  # the paper's replay points, window 8
 PIPELINES = {
+    # 32 prompts x n rollouts, GRPO (n = 1: the raw reward, the minimalist baseline)
     "rollouts": {f"rollouts_{n}": [f"config/rollouts_{n}.py"] for n in (1, 8, 16, 32, 64)},
     # 256 responses per step: from the minimalist 256 prompts x 1 rollout to 1 prompt x 256 rollouts
     "budget256": {f"budget256_{b}x{256 // b}": [f"config/budget256_{b}x{256 // b}.py"]
                   for b in (256, 128, 64, 32, 16, 8, 4, 2, 1)},
-    "advantage": {"none": ["config/minimal.py"], "grpo": ["config/grpo_8rollouts.py"], "dr_grpo": ["config/dr_grpo.py"],
-                  "rloo": ["config/rloo.py"], "batch": ["config/reinforce_pp.py"],
-                  "extra": ["config/extra_sampling.py"], "replay": ["config/replay.py"]},
-    # GRPO's advantage with each loss aggregation; token_mean is grpo_8rollouts.py's own
-    "loss": {agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"]
-             for agg in ("token_mean", "seq_mean_token_mean", "seq_sum_norm")},
+    # more prompts at 8 rollouts each
+    "batch": {"rollouts_8": ["config/rollouts_8.py"], "batch_64x8": ["config/batch_64x8.py"],
+              "batch_128x8": ["config/batch_128x8.py"]},
+    # 1 trained rollout + 7 for the baseline only, between the minimal run (1 sampled) and GRPO (8 sampled and trained)
+    "extra": {"minimal": ["config/minimal.py"], "extra_sampling": ["config/extra_sampling.py"],
+              "rollouts_8": ["config/rollouts_8.py"]},
+    # each replay point next to the same batch x rollouts without replay (REFERENCES pairs them)
+    "replay": {name: cfg for b, n in PAIRS for name, cfg in (
+        (f"budget256_{b}x{n}", [f"config/budget256_{b}x{n}.py"]) if b <= 256 else
+        (f"minimal_{b}x1", ["config/minimal.py", f"--batch_size={b}"]),
+        (f"replay_{b}x{n}", [f"config/replay_{b}x{n}.py"]))},
+    # the sibling paper's layers, one at a time, each entry its predecessor plus one change (REFERENCES)
+    "one_problem": {
+        "one_problem": ["config/one_problem.py"],  # 1 problem, 1 prompt x 1 rollout per step, raw reward
+        "one_problem_8rollouts_raw": ["config/one_problem.py", "--rollouts=8"],  # + rollouts
+        "one_problem_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo"],  # + advantage
+        "32problems_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo",
+                                      "--train_problems=32"],  # + problems (still 1 per step)
+        "all_problems_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo",
+                                        "--train_problems=0"],  # + all problems
+        "rollouts_8": ["config/rollouts_8.py"]},  # + batch: 32 prompts per step, the paper's GRPO run
+    # nanoRFT's extension, not the paper's: advantage estimators on the same 32 x 8 responses
+    "advantage": {"raw_rollouts_8": ["config/raw_rollouts_8.py"], "grpo_8rollouts": ["config/grpo_8rollouts.py"],
+                  "dr_grpo": ["config/dr_grpo.py"], "rloo": ["config/rloo.py"], "reinforce_pp": ["config/reinforce_pp.py"]},
+    # nanoRFT's extension: loss aggregations of GRPO's one update per step, then 4 updates per step (minibatches)
+    # with PPO's token ratio, GSPO's sequence ratio and CISPO's clipped weight (REFERENCES: those vs PPO's)
+    "loss": {"grpo_8rollouts": ["config/grpo_8rollouts.py"],
+             **{agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"] for agg in ("seq_mean_token_mean", "seq_sum_norm")},
+             "ppo_4minibatches": ["config/grpo_8rollouts.py", "--minibatches=4"],
+             "gspo": ["config/gspo.py"], "cispo": ["config/cispo.py"]},
 }
-# every distinct setting once: rollouts_1 is "none", budget256_32x8 is rollouts_8, token_mean is "grpo"
-SAME_AS_ANOTHER = ("rollouts_1", "budget256_32x8", "token_mean")
-PIPELINES["all"] = {name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()
-                    if name not in SAME_AS_ANOTHER}
+# every distinct setting once, the minimalist baseline first: rollouts_1 is minimal, budget256_32x8 and
+# grpo_8rollouts are rollouts_8 (an entry's name means the same setting in every pipeline)
+SAME_AS_ANOTHER = ("rollouts_1", "budget256_32x8", "grpo_8rollouts")
+PIPELINES["all"] = {"minimal": PIPELINES["extra"]["minimal"],
+                    **{name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()
+                       if name not in SAME_AS_ANOTHER}}
+# entries compared with another entry than their pipeline's baseline (plot.py's paired differences)
+REFERENCES = {"replay": {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS},
+              "one_problem": dict(zip(list(PIPELINES["one_problem"])[1:], PIPELINES["one_problem"])),  # vs the last
+              "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches")}
+# in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8) is compared with minimal
+REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()
+                     if sum(e in entries for name, entries in PIPELINES.items() if name != "all") == 1}
+# On the CPU base, the entries sampling more than 256 responses per step run fewer steps, so that a pipeline
+# takes tens of minutes on 2 cores (estimates in the README). Steps stay multiples of 25, the base's
+# eval_interval, so each entry's last step is also evaluated by the 150-step runs it is compared with; the
+# replay points keep ~20 visits per prompt of the 2000 training problems (512 x 75, 1024 x 50, 2048 x 25).
+CPU_STEPS = {"rollouts_32": 75, "rollouts_64": 75, "batch_128x8": 75, "minimal_512x1": 75, "replay_512x1": 75,
+             "minimal_1024x1": 50, "replay_1024x1": 50, "minimal_2048x1": 25, "replay_2048x1": 25}
+SWEEP_FILES = {"run.json", "train.out", "done.json"}  # what sweep.py itself writes in a run's dir
+INCLUDE = re.compile(r"""^\s*include\(\s*["']([^"']+)["']\s*\)""", re.M)  # configurator's include("file")
 PRINT_LOCK = threading.Lock()  # runs report from worker threads; keep their lines whole
 
 
@@ -70,15 +126,20 @@ def pipeline_entries(spec):
 
 
 def fingerprint(args):
-    """What makes two runs the same: train.py's args (but out_dir) and the text of the config files among them."""
+    """What makes two runs the same: train.py's args (but out_dir) and the text of the config files among them,
+    and of the files they include()."""
     configs = {}
-    for a in args:
-        if not a.startswith("--"):
-            try:
-                with open(a) as f:
-                    configs[a] = f.read()
-            except OSError:
-                die(f"config file {a!r} not found (run sweep.py from the repo root)")
+    todo = [a for a in args if not a.startswith("--")]
+    while todo:
+        path = todo.pop(0)
+        if path in configs:
+            continue
+        try:
+            with open(path) as f:
+                configs[path] = f.read()
+        except OSError:
+            die(f"config file {path!r} not found (run sweep.py from the repo root)")
+        todo += [os.path.join(os.path.dirname(path), name) for name in INCLUDE.findall(configs[path])]
     return dict(args=args, configs=configs)
 
 
@@ -125,9 +186,13 @@ def run_one(run):
     if os.path.exists(done_path):
         os.remove(done_path)  # another command's: if this run stops midway, it must not look finished
     resume = has_checkpoint(run["dir"]) and read_json(os.path.join(run["dir"], "run.json")) == run["fingerprint"]
+    # starting over where a run was (other args, or stopped before its first checkpoint): say so to train.py,
+    # which refuses to replace a run by accident
+    over = not resume and bool(set(os.listdir(run["dir"])) - SWEEP_FILES)
     with open(os.path.join(run["dir"], "run.json"), "w") as f:
         json.dump(run["fingerprint"], f)
-    cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume)]
+    cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume),
+           *(["--overwrite=True"] * over)]
     gpu = run["free_gpus"].get() if run["free_gpus"] else None  # held for the run; a job per GPU: never waits
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if gpu is not None else None  # the run sees that GPU only
     say(f"{tag}: {'resume' if resume else 'start'}" + (f" on GPU {gpu}" if gpu is not None else ""))
@@ -156,12 +221,12 @@ def main(argv=None):
                                 epilog="other --key=value args are passed to every train.py run")
     p.add_argument("pipeline", help=f"{' | '.join(PIPELINES)} | comma-separated config files")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per entry")
-    p.add_argument("--base", default="config/sweep_cpu.py",
+    p.add_argument("--base", default=CPU_BASE,
                    help="model/data config applied before each entry's ('' for none)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--gpus", default="", help="comma-separated GPU ids: a run on each at a time (sets --jobs)")
     p.add_argument("--out", default="out/sweep")
-    p.add_argument("--baseline", default="", help="entry the gains are measured against (default: the first)")
+    p.add_argument("--baseline", default="", help="entry the others are compared with (default: the first)")
     args, extra = p.parse_known_args(argv)
     entries = pipeline_entries(args.pipeline)
     for a in extra:
@@ -178,11 +243,21 @@ def main(argv=None):
     for g in gpus:
         free_gpus.put(g)
     args.jobs = len(gpus) or args.jobs
+    steps = CPU_STEPS if args.base == CPU_BASE else {}
+    cut = {name: [f"--max_steps={steps[name]}", f"--eval_interval={steps[name] // 5}"] if name in steps else []
+           for name in entries}
     # seed-major, so that every entry has a seed early on; numbered in that order
     runs = [dict(name=name, seed=s, dir=os.path.join(args.out, name, f"seed{s}"), free_gpus=free_gpus,
-                 args=[*base, *cfg, f"--seed={s}", *extra]) for s in range(args.seeds) for name, cfg in entries.items()]
+                 args=[*base, *cfg, *cut[name], f"--seed={s}", *extra])
+            for s in range(args.seeds) for name, cfg in entries.items()]
     for i, run in enumerate(runs, 1):
         run.update(index=f"{i}/{len(runs)}", fingerprint=fingerprint(run["args"]))
+    baseline = args.baseline or next(iter(entries))
+    references = {e: r for e, r in REFERENCES.get(args.pipeline, {}).items() if e in entries and r in entries}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "pipeline.json"), "w") as f:  # plot.py's order, baseline and pairs
+        json.dump(dict(pipeline=args.pipeline, entries=list(entries), baseline=baseline, references=references),
+                  f, indent=1)
     pool = ThreadPoolExecutor(args.jobs)
     try:
         ok = list(pool.map(run_one, runs))
@@ -192,7 +267,9 @@ def main(argv=None):
     pool.shutdown()
     good = [r["dir"] for name in entries for r, fine in zip(runs, ok) if fine and r["name"] == name]
     if good:
-        plot.write(plot.load_runs(good), os.path.join(args.out, "results"), args.baseline or next(iter(entries)))
+        logged = plot.load_runs(good)
+        plot.write(logged, os.path.join(args.out, "results"), baseline if baseline in logged else next(iter(logged)),
+                   references)
     failed = [f"{r['name']}/seed{r['seed']}" for r, fine in zip(runs, ok) if not fine]
     if failed:
         print(f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)} (see their train.out)",

@@ -55,6 +55,9 @@ def test_sweep_writes_a_log_per_run_and_the_table(swept):
             assert f"{g} seed{s}: done in" in stdout
     assert stdout.count(": start") == 4
     assert list(table_rows(out / "results.md")) == list(GROUPS)  # pipeline order, the baseline first
+    assert json.load(open(out / "pipeline.json")) == dict(pipeline=PIPELINE, entries=list(GROUPS), baseline="minimal",
+                                                          references={})
+    assert "--overwrite" not in open(out / "minimal" / "seed0" / "train.out").readline()  # a fresh dir
 
 
 def test_png_when_matplotlib_is_installed(swept):
@@ -66,21 +69,23 @@ def test_table_numbers_equal_the_logs_by_hand(swept):
     out = swept[0]
     evals = {g: [[line for line in map(json.loads, open(f)) if "test_pass@1" in line]
                  for f in sorted(glob.glob(str(out / g / "seed*" / "log.jsonl")))] for g in GROUPS}
-    pm = lambda x, f=".1f", scale=100: f"{scale * np.mean(x):{f}} ± {scale * np.std(x, ddof=1):{f.lstrip('+')}}"
-    base = np.mean([e[-1]["test_pass@1"] for e in evals["minimal"]])
+    pm = lambda x, f=".1f", scale=100: f"{scale * np.mean(x):{f}} ± {scale * np.std(x, ddof=1):{f}}"
     rows = table_rows(out / "results.md")
     for g, runs in evals.items():
-        final = lambda k: [e[-1][k] for e in runs]
+        final = lambda k, e=runs: [r[-1][k] for r in e]
         best = lambda k: [max(line[k] for line in e) for e in runs]
         gained = [e[-1]["test_pass@1"] - e[0]["test_pass@1"] for e in runs]
         per_point = "n/a" if min(gained) <= 0 else \
             pm([e[-1]["responses"] / (100 * d) for e, d in zip(runs, gained)], ".0f", 1)
-        gain = 100 * (np.mean(final("test_pass@1")) - base)
+
+        def paired(k):  # seed by seed (both at step 2), t(0.975, 1) = 12.7062 for two seeds
+            d = 100 * (np.array(final(k)) - np.array(final(k, evals["minimal"])))
+            half = 12.7062 * np.std(d, ddof=1) / np.sqrt(2)
+            return f"{d.mean():+.1f} [{d.mean() - half:+.1f}, {d.mean() + half:+.1f}]"
+        compared = ["—"] * 3 if g == "minimal" else ["minimal", paired("train_pass@1"), paired("test_pass@1")]
         expected = [g, "2", pm(final("train_pass@1")), pm(best("train_pass@1")), pm(final("test_pass@1")),
-                    pm(best("test_pass@1")), f"{gain:+.1f} ± {100 * np.std(final('test_pass@1'), ddof=1):.1f}",
-                    pm(final("time"), ".0f", 1), per_point]
+                    pm(best("test_pass@1")), *compared, pm(final("time"), ".0f", 1), per_point]
         assert rows[g] == expected
-    assert rows["minimal"][6].startswith("+0.0 ± ")  # the baseline's own gain
 
 
 def test_restart_skips_finished_runs_and_reruns_a_killed_one(swept, tmp_path):
@@ -96,6 +101,7 @@ def test_restart_skips_finished_runs_and_reruns_a_killed_one(swept, tmp_path):
     assert rc == 0, stderr
     assert stdout.count(": skip, finished") == 3 and stdout.count(": start") == 1
     assert "grpo_8rollouts seed1: start" in stdout
+    assert "--overwrite=True" in open(killed / "train.out").readline()  # train.py replaces what it left
     assert [os.path.getmtime(f) for f in logs] == mtimes
     assert [json.loads(line)["step"] for line in open(killed / "log.jsonl")] == [0, 1, 2]
 
@@ -108,7 +114,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_from_it(swept, tmp_path):
     out = copy_of(swept, tmp_path)
     killed = out / "grpo_8rollouts" / "seed1"
     want = without_times(killed / "log.jsonl")
-    for f in ("done.json", "log.jsonl"):
+    for f in ("done.json", "log.jsonl", "samples.jsonl"):
         (killed / f).unlink()
     shutil.rmtree(killed / "ckpt")
     # the same run stopped after step 1's checkpoint: train.py with the sweep's args, cut at max_steps=1
@@ -207,15 +213,93 @@ def test_every_pipeline_config_exists():
                 assert arg.startswith("--") or os.path.exists(os.path.join(ROOT, arg)), arg
 
 
-def test_all_runs_every_distinct_setting_once():
+def settings(name, cfg):
+    """What train.py runs for a pipeline entry on the CPU base: its resolved knobs (but the seed and out_dir)."""
     import train
     from configurator import configure
-    defaults = {k: getattr(train, k) for k in train.config_keys}
+    cut = sweep.CPU_STEPS.get(name)
+    args = [sweep.CPU_BASE, *cfg] + ([f"--max_steps={cut}", f"--eval_interval={cut // 5}"] if cut else [])
+    return configure({k: getattr(train, k) for k in train.config_keys}, [os.path.join(ROOT, a) if a.endswith(".py")
+                                                                        else a for a in args])
 
-    def settings(cfg):
-        c = configure(defaults, [os.path.join(ROOT, a) if a.endswith(".py") else a for a in cfg])
-        return tuple(sorted(c.items()))
+
+def changed(a, b):
+    return {k for k in a if a[k] != b[k]}
+
+
+def test_an_entry_name_means_one_setting_in_every_pipeline():
+    seen = {}
+    for entries in sweep.PIPELINES.values():
+        for name, cfg in entries.items():
+            assert seen.setdefault(name, cfg) == cfg, name
+
+
+def test_all_runs_every_distinct_setting_once():
+    key = lambda name, cfg: tuple(sorted(settings(name, cfg).items()))
     pipelines = [p for k, p in sweep.PIPELINES.items() if k != "all"]
-    kept = {settings(cfg) for cfg in sweep.PIPELINES["all"].values()}
+    kept = {key(*item) for item in sweep.PIPELINES["all"].items()}
     assert len(kept) == len(sweep.PIPELINES["all"])  # no two entries of `all` train the same thing
-    assert kept == {settings(cfg) for p in pipelines for cfg in p.values()}  # and none is missing
+    assert kept == {key(*item) for p in pipelines for item in p.items()}  # and none is missing
+    assert next(iter(sweep.PIPELINES["all"])) == "minimal"  # the baseline of its table
+
+
+def test_references_are_entries_of_their_pipeline():
+    for pipeline, refs in sweep.REFERENCES.items():
+        for entry, ref in refs.items():
+            assert entry in sweep.PIPELINES[pipeline] and ref in sweep.PIPELINES[pipeline], (pipeline, entry)
+
+
+def test_each_replay_point_is_paired_with_the_same_batch_without_replay():
+    entries = sweep.PIPELINES["replay"]
+    pairs = sweep.REFERENCES["replay"]
+    assert sorted(pairs) == sorted(n for n in entries if n.startswith("replay_")) and len(pairs) == 6
+    for replay, twin in pairs.items():
+        a, b = settings(replay, entries[replay]), settings(twin, entries[twin])
+        assert a["advantage"] == "replay" and a["replay_window"] == 8
+        assert b["advantage"] == ("grpo" if b["rollouts"] > 1 else "none")  # GRPO; at n = 1 the raw reward
+        assert changed(a, b) == {"advantage"}  # the same batch x rollouts and steps: replay's marginal effect
+
+
+def test_one_problem_adds_one_layer_per_entry():
+    entries = list(sweep.PIPELINES["one_problem"].items())
+    first = settings(*entries[0])
+    assert (first["train_problems"], first["batch_size"], first["rollouts"], first["advantage"]) == (1, 1, 1, "none")
+    layers = [changed(settings(*b), settings(*a)) for a, b in zip(entries, entries[1:])]
+    assert layers == [{"rollouts"}, {"advantage"}, {"train_problems"}, {"train_problems"}, {"batch_size"}]
+    assert sweep.REFERENCES["one_problem"] == {b[0]: a[0] for a, b in zip(entries, entries[1:])}  # vs the last
+
+
+def test_gspo_and_cispo_are_compared_with_ppo_at_the_same_updates_per_step():
+    entries = sweep.PIPELINES["loss"]
+    ppo = settings("ppo_4minibatches", entries["ppo_4minibatches"])
+    assert changed(ppo, settings("grpo_8rollouts", entries["grpo_8rollouts"])) == {"minibatches"}
+    for name in ("gspo", "cispo"):
+        assert sweep.REFERENCES["loss"][name] == "ppo_4minibatches"
+        assert settings(name, entries[name])["minibatches"] == ppo["minibatches"] == 4
+
+
+def test_cpu_steps_cut_only_expensive_entries_and_end_on_an_eval_of_the_150_step_runs():
+    for name, steps in sweep.CPU_STEPS.items():
+        c = settings(name, sweep.PIPELINES["all"][name])
+        assert c["batch_size"] * c["rollouts"] > 256 and steps % 25 == 0 and c["eval_interval"] == steps // 5
+
+
+def test_the_cpu_cut_and_pipeline_json_as_train_py_sees_them(tmp_path, monkeypatch):
+    fake = tmp_path / "fake_train.py"  # records its args, then logs a finished run of one evaluation
+    fake.write_text("""import json, os, sys
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
+open(os.path.join(out, "argv.json"), "w").write(json.dumps(sys.argv[1:]))
+line = dict(step=0, time=0.0, responses=0, **{"train_pass@1": 0.5, "test_pass@1": 0.5})
+open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
+""")
+    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    monkeypatch.chdir(ROOT)
+    for base, out in ((sweep.CPU_BASE, tmp_path / "cpu"), ("config/qwen2.5-0.5b_gsm8k.py", tmp_path / "gpu")):
+        sweep.main(["replay", "--seeds=1", f"--out={out}", f"--base={base}", "--jobs=1"])
+        argv = json.load(open(out / "replay_2048x1" / "seed0" / "argv.json"))
+        assert argv[:2] == [base, "config/replay_2048x1.py"]
+        assert ("--max_steps=25" in argv) == (base == sweep.CPU_BASE)  # the paper's runs are not cut
+        pipe = json.load(open(out / "pipeline.json"))
+        assert pipe["entries"] == list(sweep.PIPELINES["replay"]) and pipe["baseline"] == "budget256_64x4"
+        assert pipe["references"] == sweep.REFERENCES["replay"]
+        assert table_rows(out / "results.md")["replay_512x1"][6] == "minimal_512x1"  # plot.py pairs them
