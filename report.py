@@ -6,9 +6,11 @@ On resume, log and samples keep their lines up to the checkpoint's step (later o
 """
 import json
 import os
+import secrets
 import sys
 
 import checkpoint
+from configurator import die
 
 
 def config_lines(config, defaults, out_dir):
@@ -51,8 +53,11 @@ class Reporter:
         self.log.writelines(kept_log)
         self.samples.writelines(kept_samples)
         if wandb_log:  # optional dependency, imported only when asked for
-            import wandb
-            state.setdefault("wandb_id", wandb.util.generate_id())  # kept in the checkpoint: resume continues it
+            try:
+                import wandb
+            except ImportError:
+                die("wandb_log=True needs wandb: pip install wandb (WANDB_MODE=offline runs without an account)")
+            state.setdefault("wandb_id", secrets.token_hex(4))  # kept in the checkpoint: a resume continues the run
             self.wandb = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
                                     id=state["wandb_id"], resume="allow", config=config, dir=out_dir)
 
