@@ -1,11 +1,13 @@
 """train.py's design choices in the loop (sampling, filtering, the update) on the tiny policy, and every config
 file for one step; the loss functions themselves are in test_loss.py."""
+import copy
 import glob
 import math
 import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import advantage
 import train
@@ -138,3 +140,36 @@ def test_sampling_in_chunks_gives_the_same_rollouts(policy):
     for k in ("tokens", "mask", "valid"):  # equal once each row's padding is stripped
         assert [r[v].tolist() for r, v in zip(a[k], a["valid"])] == [r[v].tolist() for r, v in zip(b[k], b["valid"])]
     torch.testing.assert_close(a["advantages"], b["advantages"])
+
+
+def test_micro_batches_are_grouped_by_length_and_trimmed_to_their_columns():
+    # rows of real length 5, 2, 4, 1, left-padded prompts with right-padded (finished) responses
+    valid = torch.tensor([[0, 1, 1, 1, 1, 1, 0],
+                          [0, 0, 0, 1, 1, 0, 0],
+                          [1, 1, 1, 1, 0, 0, 0],
+                          [0, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)
+    got = train.micro_batches(torch.arange(4), valid, 2)
+    assert [ids.tolist() for ids, _ in got] == [[3, 1], [2, 0]]  # shortest first, two per micro-batch
+    assert [cols for _, cols in got] == [slice(3, 5), slice(0, 6)]  # only the columns their tokens occupy
+    assert [ids.tolist() for ids, _ in train.micro_batches(torch.tensor([2, 4]), F.pad(valid, (0, 0, 0, 1)), 0)] \
+        == [[4, 2]]  # the padding row (index 4, no tokens) sorts first; 0 = one micro-batch
+
+
+@pytest.mark.parametrize("extra", [{}, dict(minibatches=2, ppo_epochs=2)], ids=["on_policy", "ppo"])
+def test_micro_batching_changes_only_the_summation_order(policy, extra):
+    """The loss normalizers are minibatch totals, so the update's result doesn't depend on how rows are cut
+    into micro-batches (length-grouped here) beyond float rounding."""
+    model, tok, problems = policy
+    set_config(batch_size=8, rollouts=2, advantage="grpo", **extra)
+    rows, _, _ = train.sample_step(model, None, tok, problems, 0, fresh_state())
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    moves = []
+    for size in (0, 1, 3):
+        set_config(batch_size=8, rollouts=2, advantage="grpo", micro_batch_size=size, grad_clip=0.0, **extra)
+        m = copy.deepcopy(model)
+        train.update(m, None, torch.optim.SGD(m.parameters(), lr=0.01), train.ddp.select_rows([rows], 10 ** 6))
+        moves.append(flat(m) - flat(model))  # the update's step in weight space
+    scale = moves[0].abs().max()
+    assert scale > 1e-4
+    for move in moves[1:]:
+        torch.testing.assert_close(move, moves[0], atol=1e-4 * scale, rtol=0)

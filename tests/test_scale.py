@@ -16,7 +16,7 @@ from test_train import DEFAULTS, ROOT, run
 # differences that scale with lr, so 1e-6 agreement needs a small step size to be meaningful
 FLAGS = ["--max_steps=2", "--eval_interval=2", "--eval_problems=16", "--batch_size=8", "--rollouts=2",
          "--advantage=batch", "--minibatches=2", "--micro_batch_size=3", "--learning_rate=1e-5",
-         f"--init_from={ROOT}/assets/tiny-arith"]
+         f"--init_from={ROOT}/assets/tiny-arith", "--log_samples=6", "--log_rollouts=3"]
 
 
 def train_cli(*args, env=None):
@@ -40,6 +40,8 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, extra):
     assert any(not torch.equal(a[k], base[k]) for k in a)  # training moved the weights
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    # samples.jsonl is written by rank 0 alone, with every rank's responses in the single process's order
+    assert open(tmp_path / "one" / "samples.jsonl").read() == open(tmp_path / "two" / "samples.jsonl").read()
     la, lb = ([json.loads(x) for x in open(tmp_path / d / "log.jsonl")] for d in ("one", "two"))
     for x, y in zip(la, lb):  # same samples, rewards and evaluation: sampling is seeded per prompt
         for k in ("reward", "train_acc", "zero_var_frac", "response_len", "trained", "test_pass@1",
