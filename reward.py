@@ -102,6 +102,8 @@ def _score_gsm8k(completion, answer, strict):
     gt = extract_gsm8k(answer) if "####" in answer else _clean_number(answer)
     if pred is None or gt is None:
         return False
+    if pred == gt:
+        return True
     a, b = _to_fraction(pred), _to_fraction(gt)
     if a is not None and b is not None:
         return a == b  # "72.00" == "72", exactly
@@ -143,6 +145,8 @@ def _score_math(completion, answer):
 def math_equal(pred, gt):
     """Whether two MATH answers are equivalent: the same normalized string, or the same kind of
     container (tuple/interval brackets, matrix shape, bare list) holding equal items."""
+    if pred.strip() == gt.strip() != "":
+        return True  # a copy of the ground truth: the common right answer, no need to normalize
     a, b = normalize_math(pred), normalize_math(gt)
     if not a or not b:
         return False  # an empty box is never a correct answer
@@ -151,7 +155,7 @@ def math_equal(pred, gt):
     (kind_a, items_a), (kind_b, items_b) = _parts(a), _parts(b)
     if kind_a != kind_b or len(items_a) != len(items_b):
         return False
-    if kind_a == "list":  # a bare list or a set, as in "all solutions": order doesn't matter
+    if kind_a == "list" and len(items_a) > 1:  # a bare list or a set, as in "all solutions": order doesn't matter
         return Counter(map(_atom_key, items_a)) == Counter(map(_atom_key, items_b))
     # tuples, intervals, matrices: item by item, flat (no recursion, so deep nesting can't overflow)
     return all(x == y or _atom_key(x) == _atom_key(y) for x, y in zip(items_a, items_b))
@@ -176,16 +180,15 @@ def _score_math_paper(completion, answer):
 # A plain decimal. The fractional digits hang off a literal '.', so a failed
 # match backtracks in linear, not quadratic, time on a long run of digits.
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_FRAC_NUM = re.compile(r"\\frac\{(-?[0-9.]+)\}\{(-?[0-9.]+)\}")
-_SLASH_NUM = re.compile(r"(-?[0-9.]+)/(-?[0-9.]+)")
 
 
 def _to_fraction(s):
     """Exact value of a plain decimal like '-3', '2.50', '.5'; None for anything else."""
     if not _DECIMAL.fullmatch(s):
         return None
-    try:
-        return Fraction(s)
+    whole, _, decimals = s.partition(".")
+    try:  # Fraction(int, int): several times faster than Fraction's own string parsing
+        return Fraction(int(whole + decimals), 10 ** len(decimals))
     except ValueError:  # more digits than int() will parse (sys.get_int_max_str_digits)
         return None
 
@@ -194,19 +197,6 @@ def _clean_number(s):
     """'$1,000.' -> '1000': drop the decoration around a GSM8K number."""
     return "".join(s.split()).replace(",", "").replace("$", "").rstrip(".")
 
-
-def _to_number(s):
-    """Exact value of a normalized simple number: 0.5, 1/2, \\frac{1}{2}, -\\frac{1}{2}."""
-    sign = 1
-    if s.startswith("-\\frac"):
-        sign, s = -1, s[1:]
-    m = _FRAC_NUM.fullmatch(s) or _SLASH_NUM.fullmatch(s)
-    if m is None:
-        return _to_fraction(s)
-    num, den = _to_fraction(m.group(1)), _to_fraction(m.group(2))
-    if num is None or den is None or den == 0:
-        return None
-    return sign * num / den
 
 # -----------------------------------------------------------------------------
 # helpers: braces and boxes
@@ -250,7 +240,11 @@ def last_boxed(text):
 # helpers: nanorft's MATH normalization, one small named rule per equivalence
 
 _JOIN_WORDS = re.compile(r"\\(?:text|mbox|mathrm)\{\s*(?:and|or)\s*\}|(?<=\s)(?:and|or)(?=\s)")  # '6 and 8' = '6,8'
-_SPACING = re.compile(r"\\[!,;:]|\\\s|~|\\q?quad(?![a-zA-Z])")  # LaTeX spacing: \! \, \; \: "\ " ~ \quad
+_RELATION = re.compile(r"\\(?:[gl]eq?|[gl]eqslant|neq?|[gl]t)(?![a-zA-Z])|[<>!]=")
+_RELATIONS = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", ">=": "≥", "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤",
+              "<=": "≤", "\\ne": "≠", "\\neq": "≠", "!=": "≠", "\\lt": "<", "\\gt": ">"}
+# LaTeX spacing: \! \, \; \: "\ " ~ \quad; a '\\' (a matrix's row break) is matched first and kept
+_SPACING = re.compile(r"\\\\|\\[!,;:]|\\\s|\\q?quad(?![a-zA-Z])")
 _TEXT = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|mathrm)\{")
 _UNIT_TAIL = re.compile(r"(?:\^\{?[23]\}?)?\.?")  # after a unit: cm^2, or a final period
 _DIGIT = re.compile(r"[0-9]")
@@ -259,48 +253,47 @@ _NOISE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|\\displaystyle|\^\{?\\circ\}?
                     r"|(?<=[0-9])(?:percent|pct)(?![a-zA-Z])")
 _SQRT = re.compile(r"\\sqrt([0-9a-zA-Z])")
 _ONE_CHAR_GROUP = re.compile(r"([_^])\{([0-9a-zA-Z])\}")  # x^{2} = x^2, 1011_{2} = 1011_2
-_RELATION = re.compile(r"\\(?:[gl]eq?|[gl]eqslant|neq?|[gl]t)(?![a-zA-Z])|[<>!]=|[≥≤≠]")
-_RELATIONS = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", ">=": "≥", "≥": "≥",
-              "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤", "<=": "≤", "≤": "≤",
-              "\\ne": "≠", "\\neq": "≠", "!=": "≠", "≠": "≠", "\\lt": "<", "\\gt": ">"}
 _MATRIX = re.compile(r"\\(begin|end)\{(?:[pbB]?matrix|smallmatrix|array)\}(?:\{[lcr|]*\})?")
 _NAME = r"\\?[a-zA-Z]+(?:_\{?[a-zA-Z0-9]+\}?)?'*"  # x, \theta, x_1, f'
-_LABEL = re.compile(rf"(?:{_NAME}(?:\({_NAME}(?:,{_NAME})*\))?|\({_NAME}(?:,{_NAME})*\)|{_NAME}(?::{_NAME})+)"
-                    r"(?:=|\\in(?![a-zA-Z]))")  # 'x=', 'f(x)=', '(p,q)=', 'A:B=', 'x\in'
-_RELATION_AFTER_LABEL = re.compile(r"=|\\in(?![a-zA-Z])")
+_LABEL = re.compile(rf"(?:{_NAME}(?:\([^()=]*\))?|\({_NAME}(?:,{_NAME})*\)|{_NAME}(?::{_NAME})+)"
+                    r"(?:=|\\in(?![a-zA-Z]))")  # 'x=', 'f(3)=', '(p,q)=', 'A:B=', 'x\in'
+_AFTER_LABEL = re.compile(r"=|\\in(?![a-zA-Z])")
 _THOUSANDS = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _DECIMAL_IN_TEXT = re.compile(r"(?<![0-9.])[0-9]+\.[0-9]+(?![0-9.])")
-_SIMPLE = r"(?:[0-9.]+|[0-9.]*(?:\\sqrt\{[0-9a-zA-Z]+\}|\\pi|[a-zA-Z])+)"  # 3, \sqrt{3}, 2\pi, x
-_SLASH = re.compile(rf"(-?)({_SIMPLE})/({_SIMPLE})")
-_NEG_FRAC = re.compile(r"\\frac\{-")
-_ONE_RELATION = re.compile(r"[<>≤≥≠]")
-_FLIP = {"<": ">", ">": "<", "≤": "≥", "≥": "≤", "≠": "≠"}
 
 
 def normalize_math(s):
-    """Canonical string form of a MATH answer, so equal answers compare equal as strings."""
+    """Canonical string form of a MATH answer, so equal answers compare equal as strings. Each rule runs
+    only when its trigger is in the string: most answers are short and need two or three of them."""
     if s.isdigit():
         return s  # the common case, '42', has nothing to normalize
     if "and" in s or "or" in s:
         s = _JOIN_WORDS.sub(",", s)
-    s = _SPACING.sub("", s)
-    s = "".join(s.split())  # all whitespace; done early so later patterns needn't allow for it
-    s = re.sub(",{2,}", ",", s)  # '2, 3, and 4' became '2,3,,4'
-    s = _strip_text(s)
-    s = _NOISE.sub("", s)
-    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
-    s = _fix_fracs(s)
-    s = _SQRT.sub(r"\\sqrt{\1}", s)
-    s = _ONE_CHAR_GROUP.sub(r"\1\2", s)
-    s = _RELATION.sub(lambda m: _RELATIONS[m.group()], s)  # \lt -> <, >= -> ≥
-    if "\\begin" in s:
-        s = _normalize_matrix(s)
+    if "\\" in s or "=" in s:
+        s = _RELATION.sub(lambda m: _RELATIONS[m.group()], s)  # before spaces go: '\le x' must not become '\lex'
+        s = _SPACING.sub(lambda m: m.group() if m.group() == "\\\\" else "", s)
+    s = "".join(s.replace("~", "").split())  # all whitespace (and ~); early, so later patterns needn't allow for it
+    if ",," in s:
+        s = re.sub(",{2,}", ",", s)  # '2, 3, and 4' became '2,3,,4'
+    s = _NOISE.sub("", _strip_text(s))
+    if "frac" in s:
+        s = _fix_fracs(re.sub(r"\\[dtc]frac", r"\\frac", s))
+    if "\\sqrt" in s:
+        s = _SQRT.sub(r"\\sqrt{\1}", s)
+    if "{" in s:
+        s = _ONE_CHAR_GROUP.sub(r"\1\2", s)
+    if "\\begin" in s:  # pmatrix, bmatrix, \left[\begin{array}{cc}..\end{array}\right]: one kind of matrix
+        s = _MATRIX.sub(r"\\\1{matrix}", s)
+        if s[:1] + s[-1:] in ("()", "[]") and s.startswith("\\begin{matrix}", 1) and s.count("\\begin") == 1:
+            s = s[1:-1]  # the brackets written around it
     s = s.replace("{,}", ",").rstrip(".")  # 1{,}000 is LaTeX's thousands separator
-    s = _strip_labels(s)
-    if _THOUSANDS.fullmatch(s):  # "1,000" is one number only when the digit groups say so
+    if "=" in s or "\\in" in s:
+        s = _strip_labels(s)
+    if "," in s and _THOUSANDS.fullmatch(s):  # "1,000" is one number only when the digit groups say so
         s = s.replace(",", "")
-    s = _DECIMAL_IN_TEXT.sub(lambda m: m.group().rstrip("0").rstrip("."), s)  # 2.50 -> 2.5
-    if s.startswith("(") and s.endswith(")") and _split_top_level(s[1:-1]) == [s[1:-1]]:
+    if "." in s:
+        s = _DECIMAL_IN_TEXT.sub(lambda m: m.group().rstrip("0").rstrip("."), s)  # 2.50 -> 2.5
+    if s[:1] == "(" and s[-1:] == ")" and _top_level(s[1:-1], ",") == []:
         s = s[1:-1]  # redundant parentheses: '\left(\frac13\right)' = '\frac13', '(A)' = 'A'
     return s
 
@@ -351,33 +344,28 @@ def _splice(s, edits):
     return "".join(out)
 
 
-def _normalize_matrix(s):
-    """pmatrix, bmatrix and \\left[\\begin{array}{cc}..\\end{array}\\right] are one matrix: '\\begin{matrix}..'."""
-    s = _MATRIX.sub(r"\\\1{matrix}", s)
-    if s[:1] + s[-1:] in ("()", "[]") and s.startswith("\\begin{matrix}", 1) and s.count("\\begin") == 1:
-        s = s[1:-1]  # the brackets of a plain matrix written around it
-    return s
-
-
 def _strip_labels(s):
-    """'x=5' -> '5', '(p,q)=(3,2)' -> '(3,2)', 'x\\in[1,2]' -> '[1,2]', 'a=4,-8' -> '4,-8', and
+    """'x=5' -> '5', 'f(3)=1' -> '1', '(p,q)=(3,2)' -> '(3,2)', 'x\\in[1,2]' -> '[1,2]', 'a=4,-8' -> '4,-8',
     'x=1,x=2' -> '1,2'; but 'x=1,y=2' and equations like '4x-5y=-50' stay as they are."""
     m = _LABEL.match(s)
     if m is None:
         return s
-    if not _RELATION_AFTER_LABEL.search(s, m.end()):
+    if not _AFTER_LABEL.search(s, m.end()):
         return s[m.end():]
-    label, items = m.group(), _split_top_level(s) or [s]
-    if all(x.startswith(label) and not _RELATION_AFTER_LABEL.search(x, len(label)) for x in items):
+    label, items = m.group(), _split_commas(s) or [s]
+    if all(x.startswith(label) and not _AFTER_LABEL.search(x, len(label)) for x in items):
         return ",".join(x[len(label):] for x in items)
     return s
 
+# -----------------------------------------------------------------------------
+# helpers: nanorft's MATH comparison: containers, then items as exact values
 
-def _split_top_level(s):
-    """Split on the commas that aren't nested inside brackets; None if a bracket closes that s didn't open."""
-    if "," not in s and ")" not in s and "]" not in s:
-        return [s]
-    parts, depth, start = [], 0, 0
+
+def _top_level(s, seps):
+    """Indices of the characters of `seps` outside brackets; None if a bracket closes that s didn't open."""
+    if not any(c in s for c in seps + ")]}"):
+        return []  # the common case, skips the loop
+    cuts, depth = [], 0
     for i, c in enumerate(s):
         if c in "([{":
             depth += 1
@@ -385,11 +373,14 @@ def _split_top_level(s):
             depth -= 1
             if depth < 0:
                 return None
-        elif c == "," and depth == 0:
-            parts.append(s[start:i])
-            start = i + 1
-    parts.append(s[start:])
-    return parts
+        elif c in seps and depth == 0:
+            cuts.append(i)
+    return cuts
+
+
+def _split_commas(s):
+    cuts = _top_level(s, ",")
+    return None if cuts is None else [s[i + 1:j] for i, j in zip([-1] + cuts, cuts + [len(s)])]
 
 
 def _parts(s):
@@ -404,7 +395,7 @@ def _parts(s):
         kind, inner = s[0] + s[-1], s[1:-1]
     else:
         kind, inner = "list", s
-    items = _split_top_level(inner)
+    items = _split_commas(inner)
     if items is None:  # '(1,2)\cup(3,4)' is no tuple: its first bracket closes early
         return "atom", [s]
     if kind == "list" and "\\pm" in inner:  # '\pm 2' = '2,-2', '1\pm\sqrt2' = '1+\sqrt2,1-\sqrt2'
@@ -413,20 +404,100 @@ def _parts(s):
     return kind, items
 
 
+_ONE_RELATION = re.compile(r"[<>≤≥≠=]")
+_MIXED = re.compile(r"(-?)([0-9]+)\\frac\{([0-9]+)\}\{([0-9]+)\}")  # 3\frac18 = 25/8
+# a factor of a product: a number, \sqrt{integer}, \pi or a letter (with an integer power), \frac's braces, '/'
+_FACTOR = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)|\\sqrt\{([0-9]+)\}|(\\pi|[a-zA-Z])(?:\^\{?(-?[0-9]+)\}?)?"
+                     r"|\\frac\{|\}\{|\}|/|\\cdot|\\times|-")
+
+
 def _atom_key(s):
-    """A canonical value of one item: its exact number, else its canonical string."""
-    x = _to_number(s)
-    if x is not None:
-        return x
-    if s.count("/") == 1 and (m := _SLASH.fullmatch(s)):  # '-\pi/6' = '-\frac{\pi}{6}'
-        s = f"{m.group(1)}\\frac{{{m.group(2)}}}{{{m.group(3)}}}"
-    if s.startswith("\\frac{-"):  # '\frac{-\pi}{6}' = '-\frac{\pi}{6}'
-        s = "-" + _NEG_FRAC.sub(r"\\frac{", s, 1)
-    relations = _ONE_RELATION.findall(s)
-    if len(relations) == 1:  # '5≥x' = 'x≤5': either way round, the smaller string
-        left, op, right = s.partition(relations[0])
-        s = min(s, right + _FLIP[op] + left)
-    return s
+    """A canonical, hashable value of one item: equal keys mean equal answers. Relations compare their sides
+    ('5≥x' = 'x≤5'), sums their terms in any order ('2x-1' = '-1+2x'), products their exact value (_product)."""
+    relation = _ONE_RELATION.findall(s)
+    if len(relation) == 1:
+        left, op, right = s.partition(relation[0])
+        left, right = _value_key(left), _value_key(right)
+        if op in "≠=":
+            return op, frozenset((left, right))
+        return (left, op, right) if op in "<≤" else (right, "<" if op == ">" else "≤", left)
+    return _value_key(s)
+
+
+def _value_key(s):
+    if "\\frac" in s and (m := _MIXED.fullmatch(s)) and (whole := _to_fraction(m.group(2))) is not None:  # a mixed number
+        part = _product(f"\\frac{{{m.group(3)}}}{{{m.group(4)}}}")
+        return s if part is None else (-1 if m.group(1) else 1) * (whole + part)
+    # a sum is its terms in any order: '2x-1' = '-1+2x' (a sign after an operator starts no term: 'x^-1', '2\\times-3')
+    if "+" not in s and "-" not in s[1:]:
+        return _value_or_string(s)
+    cuts = [i for i in _top_level(s, "+-") or [] if i > 0 and (s[i - 1].isalnum() or s[i - 1] in ")]}|!'")
+            and not s.endswith(("\\times", "\\cdot", "\\div"), 0, i)]
+    if len(cuts) > 100:
+        return s
+    terms = [s[i:j] for i, j in zip([0] + cuts, cuts + [len(s)])]
+    keys = [_value_or_string(t.removeprefix("+")) for t in terms]
+    return keys[0] if len(keys) == 1 else frozenset(Counter(keys).items())
+
+
+def _value_or_string(s):
+    value = _product(s)
+    return s if value is None else value
+
+
+def _product(s):
+    """Exact value of a product of numbers, square roots of integers, \\pi and letters, with \\frac and one
+    '/': (coefficient, square-free radicand, symbol powers), or a Fraction when there's no root and no
+    symbol. '\\frac{\\sqrt3}{3}' = '\\sqrt3/3' = '\\frac{1}{\\sqrt3}', '2\\sqrt2' = '\\sqrt8', '\\frac16\\pi' = '\\pi/6'."""
+    if _DECIMAL.fullmatch(s):
+        return _to_fraction(s)  # the common case
+    if len(s) > 200:
+        return None  # no answer is a product that long; keeps the big-number arithmetic small
+    sign, num, den, radicand, symbols = 1, 1, 1, 1, Counter()  # ints, not Fractions: one gcd at the end
+    power, fracs, slash, at_group_start, i = 1, [], False, True, 0  # fracs: [outer power, in denominator]
+    while i < len(s):
+        m = _FACTOR.match(s, i)
+        if m is None:
+            return None
+        i, (number, root, symbol, exponent), token = m.end(), m.groups(), m.group()
+        if token == "-" and at_group_start:
+            sign = -sign
+        elif token == "\\frac{":
+            fracs.append([power, False])
+        elif token == "}{" and fracs and not fracs[-1][1]:
+            fracs[-1][1], power = True, -fracs[-1][0]
+        elif token == "}" and fracs and fracs[-1][1]:
+            power = fracs.pop()[0]
+        elif token == "/" and not fracs and not slash:
+            slash, power = True, -power
+        elif number:
+            whole, _, decimals = number.partition(".")
+            value, scale = int(whole + decimals), 10 ** len(decimals)
+            if value == 0 and power < 0:
+                return None  # a division by zero
+            num, den = (num * value, den * scale) if power > 0 else (num * scale, den * value)
+        elif root:
+            if root.strip("0") == "" and power < 0:
+                return None
+            radicand *= int(root)
+            den *= int(root) if power < 0 else 1  # 1/sqrt(r) = sqrt(r)/r
+        elif symbol:
+            symbols[symbol] += power * int(exponent or 1)
+        elif token not in ("\\cdot", "\\times"):
+            return None
+        at_group_start = token in ("\\frac{", "}{")
+    if fracs or radicand > 10 ** 12:
+        return None
+    if num == 0 or radicand == 0:
+        return Fraction(0)
+    d = 2
+    while d * d <= radicand and d < 1000:  # take square factors out of the root: sqrt(8) = 2 sqrt(2)
+        if radicand % (d * d):
+            d += 1
+        else:
+            radicand, num = radicand // (d * d), num * d
+    coef, symbols = Fraction(sign * num, den), frozenset((k, v) for k, v in symbols.items() if v)
+    return coef if radicand == 1 and not symbols else (coef, radicand, symbols)
 
 # -----------------------------------------------------------------------------
 # helpers: the paper's MATH extraction and Hendrycks' strip_string (rules in the module docstring)
