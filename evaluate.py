@@ -41,7 +41,8 @@ def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tok
         chunk = problems[i:i + batch_size]
         prompts = [data.encode_prompt(tok, task, p) for p in chunk]
         g = generators[i:i + batch_size] if isinstance(generators, list) else generators
-        rollout = generate(model, prompts, n, max_new_tokens, temperature, top_k, top_p, stops, g)
+        rollout = generate(model, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                           top_p=top_p, eos_id=stops, generator=g)
         texts = completions(rollout, tok)
         for j, problem in enumerate(chunk):
             for s in range(n):

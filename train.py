@@ -224,8 +224,9 @@ def sample_step(policy, ref, tok, problems, draw, state):
     # rollouts: n responses per prompt from the current policy, each prompt with its own seeded generator
     generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or per_rank
     with autocast():
-        rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens, temperature, top_k, top_p,
-                                data.stop_ids(tok), generators[i:i + chunk]) for i in range(0, per_rank, chunk)])
+        rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens,
+                                temperature=temperature, top_k=top_k, top_p=top_p, eos_id=data.stop_ids(tok),
+                                generator=generators[i:i + chunk]) for i in range(0, per_rank, chunk)])
     texts = completions(rollout, tok)  # (per_rank * n,), prompt-major
 
     # rewards: 1.0 for a right answer under each grader; the configured one is the learning signal
@@ -296,7 +297,7 @@ def update(model, ref, opt, rows):
                 with autocast():
                     logprobs, entropy = token_logprobs(model, tokens, valid, mask, temperature,
                                                        entropy_grad=entropy_coef > 0)  # (n, T) each
-                advantages = rows["advantages"][ids, None].expand_as(logprobs)  # a response's tokens share its advantage
+                advantages = rows["advantages"][ids, None].expand_as(logprobs)  # one per response, on all its tokens
                 old_logprobs = rows["old_logprobs"][ids][:, cols]
                 pg, st = policy_gradient(logprobs, None if on_policy else old_logprobs, advantages, mask,
                                          kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,

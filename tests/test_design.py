@@ -68,7 +68,7 @@ def test_extra_rollouts_feed_only_the_baseline(policy, monkeypatch):
     set_config(batch_size=3, rollouts=1, extra_rollouts=3, advantage="extra")
     seen = []
     real_generate = train.generate
-    monkeypatch.setattr(train, "generate", lambda *a: seen.append(real_generate(*a)) or seen[-1])
+    monkeypatch.setattr(train, "generate", lambda *a, **k: seen.append(real_generate(*a, **k)) or seen[-1])
     scripted_rewards(monkeypatch, 4)
     rows, _, _ = train.sample_step(model, None, tok, problems, 0, fresh_state())
     ro = seen[0]
