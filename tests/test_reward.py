@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reward import extract_gsm8k, last_boxed, math_equal, normalize_math, score
+from reward import GRADERS, extract_gsm8k, last_boxed, math_equal, normalize_math, score
 
 TASKS = ["arith", "gsm8k", "math"]
 
@@ -247,65 +247,177 @@ def test_math_equal_is_symmetric_on_the_table():
             assert math_equal(pred, gt) == math_equal(gt, pred)
 
 
-def test_unknown_task():
+# nanoRFT's MATH equivalences, one named rule each: a case it must accept and one it must reject
+MATH_RULES = [  # (prediction, ground truth, expected)
+    pytest.param(r"(p,q)=(3,2)", "(3,2)", 1.0, id="label: tuple of names"),
+    pytest.param(r"(p,q)=(3,2)", "(2,3)", 0.0, id="label: tuple stays ordered"),
+    pytest.param("f(x)=1", "1", 1.0, id="label: function"),
+    pytest.param("f(3) = 12", "12", 1.0, id="label: function at a number"),
+    pytest.param(r"x \in [-2,7]", "[-2,7]", 1.0, id="label: x in"),
+    pytest.param(r"x \in (-2,7)", "[-2,7]", 0.0, id="label: x in, other interval"),
+    pytest.param("A:B=1", "1", 1.0, id="label: ratio"),
+    pytest.param("a=4,-8,-10", "4,-8,-10", 1.0, id="label: before a list"),
+    pytest.param("x=2, x=3", "2,3", 1.0, id="label: one per item"),
+    pytest.param("x=1, y=2", "1,2", 0.0, id="label: different names stay"),
+    pytest.param("4x-5y=-50", "-50", 0.0, id="label: an equation is no label"),
+    pytest.param(r"x \geq 5", r"x \ge 5", 1.0, id="relation: geq"),
+    pytest.param("x >= 5", r"x \ge 5", 1.0, id="relation: >="),
+    pytest.param("x != 3", r"x \neq 3", 1.0, id="relation: !="),
+    pytest.param(r"x \lt 5", "x < 5", 1.0, id="relation: lt"),
+    pytest.param(r"x \leq 5", r"x \le 5", 1.0, id="relation: leq"),
+    pytest.param(r"5 \geq x", r"x \le 5", 1.0, id="relation: either way round"),
+    pytest.param(r"5 \le x", r"x \le 5", 0.0, id="relation: not flipped alone"),
+    pytest.param("x > 5", r"x \ge 5", 0.0, id="relation: strict is not"),
+    pytest.param(r"\begin{bmatrix}1\\2\end{bmatrix}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", 1.0, id="matrix: bmatrix"),
+    pytest.param(r"\left[\begin{array}{cc}1&2\\3&4\end{array}\right]", r"\begin{pmatrix}1&2\\3&4\end{pmatrix}",
+                 1.0, id="matrix: array"),
+    pytest.param(r"\begin{pmatrix}0.5\\2\end{pmatrix}", r"\begin{pmatrix}1/2\\2\end{pmatrix}", 1.0, id="matrix: cells"),
+    pytest.param(r"\begin{pmatrix}1&2\end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}", 0.0, id="matrix: shape"),
+    pytest.param("28 percent", "28", 1.0, id="percent: word"),
+    pytest.param("28 pct", r"28\%", 1.0, id="percent: pct"),
+    pytest.param("28 percent", "0.28", 0.0, id="percent: not a fraction"),
+    pytest.param(r"\sqrt{3}/3", r"\frac{\sqrt3}{3}", 1.0, id="slash: root"),
+    pytest.param(r"-\pi/6", r"-\frac{\pi}{6}", 1.0, id="slash: pi"),
+    pytest.param(r"\frac{-\pi}{6}", r"-\frac{\pi}{6}", 1.0, id="slash: sign inside"),
+    pytest.param(r"2/\pi", r"\frac{\pi}{2}", 0.0, id="slash: upside down"),
+    pytest.param("-2, 1", "1,-2", 1.0, id="list: any order"),
+    pytest.param(r"\{2,1\}", "1,2", 1.0, id="list: a set"),
+    pytest.param("1,1,2", "1,2,2", 0.0, id="list: multiplicity counts"),
+    pytest.param("(2,1)", "(1,2)", 0.0, id="list: a tuple stays ordered"),
+    pytest.param("(0,1]", "[0,1)", 0.0, id="list: an interval stays ordered"),
+    pytest.param(r"6 \text{ and } 8", "6,8", 1.0, id="and: text"),
+    pytest.param("2, 3, and 4", "4,3,2", 1.0, id="and: Oxford comma"),
+    pytest.param(r"x=1 \text{ or } x=2", "1,2", 1.0, id="and: or, with labels"),
+    pytest.param("1{,}000", "1000", 1.0, id="thousands: {,}"),
+    pytest.param("1{,}001", "1000", 0.0, id="thousands: {,} value"),
+    pytest.param(r"\pm 2", "2,-2", 1.0, id="pm: alone"),
+    pytest.param(r"3 \pm 2\sqrt2", r"3-2\sqrt{2}, 3+2\sqrt{2}", 1.0, id="pm: after a term"),
+    pytest.param(r"\pm 2", "2", 0.0, id="pm: is two answers"),
+    pytest.param(r"\left(\frac13\right)", r"\frac{1}{3}", 1.0, id="paren: redundant"),
+    pytest.param(r"\left(\frac13\right)^2", r"\frac{1}{3}", 0.0, id="paren: not when powered"),
+    pytest.param(r"\frac{1}{\sqrt2}", r"\frac{\sqrt{2}}{2}", 1.0, id="product: rationalized"),
+    pytest.param(r"\sqrt{8}", r"2\sqrt{2}", 1.0, id="product: square taken out"),
+    pytest.param(r"\frac{1}{6}\pi", r"\frac{\pi}{6}", 1.0, id="product: coefficient in front"),
+    pytest.param("0.5x", r"\frac{x}{2}", 1.0, id="product: decimal coefficient"),
+    pytest.param(r"\sqrt{6}", r"2\sqrt{2}", 0.0, id="product: other root"),
+    pytest.param(r"\pi^2", r"2\pi", 0.0, id="product: powers count"),
+    pytest.param("-1+2x", "2x-1", 1.0, id="sum: any order"),
+    pytest.param(r"12\sqrt2+16", r"16+12\sqrt{2}", 1.0, id="sum: of products"),
+    pytest.param("1-2x", "2x-1", 0.0, id="sum: signs count"),
+    pytest.param(r"2\times-3", "-3+2", 0.0, id="sum: a sign after an operator starts no term"),
+    pytest.param(r"\frac{25}{8}", r"3\frac18", 1.0, id="mixed number"),
+    pytest.param(r"\frac{3}{8}", r"3\frac18", 0.0, id="mixed number: not a product"),
+    pytest.param(r"x^{2}", "x^2", 1.0, id="one-character group"),
+    pytest.param("1001_{2}", "1001_2", 1.0, id="one-character group: base"),
+    pytest.param("1001", "1001_2", 0.0, id="base: kept"),
+]
+
+
+@pytest.mark.parametrize("pred,gold,expected", MATH_RULES)
+def test_math_rule(pred, gold, expected):
+    assert score("math", f"The answer is $\\boxed{{{pred}}}$.", gold) == expected
+    assert math_equal(gold, pred) == math_equal(pred, gold)  # symmetric
+
+
+def test_unknown_task_or_grader():
     with pytest.raises(ValueError):
         score("mmlu", "A", "A")
+    with pytest.raises(ValueError):
+        score("math", "\\boxed{1}", "1", grader="math-verify")
 
 # -----------------------------------------------------------------------------
-# adversarial inputs: each must come back fast (linear scans, no regex blowups)
+# adversarial inputs: each must come back fast (linear scans, no regex blowups), under every grader
 
-N = 100_000
-_rng = random.Random(0)
-ADVERSARIAL = {
-    "open braces": "{" * N,
-    "close braces": "}" * N,
-    "boxed opens": ("\\boxed{" * N)[:N],
-    "nested boxes": "\\boxed{" * 10_000 + "}" * 10_000,
-    "nested fracs": "\\boxed{" + "\\frac{" * 10_000 + "1}{2}" * 10_000 + "}",
-    "digits and commas": ("1234,5" * N)[:N],
-    "digits then junk": "9" * N + "x",
-    "hashes": "####" * (N // 4),
-    "huge number": "#### " + "9" * N,
-    "dots": "1." * (N // 2),
-    "zeros": "\\boxed{1." + "0" * N + "x}",
-    "spaces": " " * N + "x",
-    "texts": ("\\text{a}" * N)[:N],
-    "unit then spaces": "\\boxed{5\\text{a}" + " " * N + "x}",
-    "parens": "\\boxed{" + "(" * (N // 2) + ")" * (N // 2) + "}",
-    "commas": "\\boxed{(" + "1," * (N // 2) + "1)}",
-    "slash": "\\boxed{" + "1" * N + "/" + "1" * N + "x}",
-    "backslashes": "\\" * N,
-    "dollars": "-$" * (N // 2),
-    "letters then =": "\\boxed{" + "a" * N + "=1}",
-    "random unicode": "".join(chr(_rng.randrange(0x20, 0x3000)) for _ in range(N)),
-}
+
+def adversarial(n):
+    """Strings of about n characters built to trip a grader: deep nesting, long runs, repeated openers."""
+    rng, k = random.Random(0), n // 10
+    return {
+        "open braces": "{" * n,
+        "close braces": "}" * n,
+        "boxed opens": ("\\boxed{" * n)[:n],
+        "boxed spaces": ("\\boxed " * n)[:n],
+        "nested boxes": "\\boxed{" * k + "}" * k,
+        "nested fracs": "\\boxed{" + "\\frac{" * k + "1}{2}" * k + "}",
+        "fracs at the end": "\\boxed{" + "\\frac" * k + "}",
+        "sqrts": "\\boxed{" + "\\sqrt" * k + "}",
+        "digits and commas": ("1234,5" * n)[:n],
+        "digits then junk": "9" * n + "x",
+        "hashes": "####" * (n // 4),
+        "hashes and numbers": "#### 1," * (n // 7),
+        "huge number": "#### " + "9" * n,
+        "dots": "1." * (n // 2),
+        "zeros": "\\boxed{1." + "0" * n + "x}",
+        "spaces": " " * n + "x",
+        "spaces and words": "\\boxed{1" + " and " * (n // 5) + "}",
+        "texts": ("\\text{a}" * n)[:n],
+        "unit texts": "\\boxed{" + "\\text{ a}" * (n // 9) + "}",
+        "unit then spaces": "\\boxed{5\\text{a}" + " " * n + "x}",
+        "parens": "\\boxed{" + "(" * (n // 2) + ")" * (n // 2) + "}",
+        "commas": "\\boxed{(" + "1," * (n // 2) + "1)}",
+        "tuple openers": "\\boxed{" + "(1," * (n // 3) + "}",
+        "list of sums": "\\boxed{" + "x+1," * (n // 4) + "}",
+        "long sum": "\\boxed{" + "x-" * (n // 2) + "1}",
+        "long product": "\\boxed{" + "\\sqrt{7}" * (n // 8) + "}",
+        "relations": "\\boxed{" + "x\\le" * (n // 4) + "}",
+        "plus-minus": "\\boxed{" + "\\pm1," * (n // 5) + "}",
+        "matrix": "\\boxed{\\begin{pmatrix}" + "1&2\\\\" * (n // 6) + "\\end{pmatrix}}",
+        "slash": "\\boxed{" + "1" * n + "/" + "1" * n + "x}",
+        "backslashes": "\\" * n,
+        "dollars": "-$" * (n // 2),
+        "letters then =": "\\boxed{" + "a" * n + "=1}",
+        "labels": "\\boxed{" + "x=1," * (n // 4) + "}",
+        "random unicode": "".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(n)),
+    }
+
+
+ADVERSARIAL = adversarial(100_000)
+
+
+def seconds(task, completion, answer, strict, grader):
+    t0 = time.perf_counter()
+    r = score(task, completion, answer, strict, grader)
+    assert r in (0.0, 1.0)
+    return time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_is_fast(name):
     s = ADVERSARIAL[name]
     for task in TASKS:
-        for strict in (True, False):
-            # the adversarial string as the completion, as the answer, and as both
-            for completion, answer in ((s, "72"), ("#### 72 \\boxed{72}", s), (s, s)):
-                t0 = time.perf_counter()
-                r = score(task, completion, answer, strict)
-                assert time.perf_counter() - t0 < 1.0
-                assert r in (0.0, 1.0)
+        for grader in GRADERS:
+            for strict in (True, False):
+                # the adversarial string as the completion, as the answer, and as both
+                for completion, answer in ((s, "72"), ("#### 72 \\boxed{72}", s), (s, s)):
+                    assert seconds(task, completion, answer, strict, grader) < 1.0
+
+
+@pytest.mark.slow
+def test_time_grows_linearly_with_the_length():
+    # 16x the characters may take ~16x the time, never ~256x: a quadratic scan would show here even where
+    # 100 KB stays under test_adversarial_is_fast's bound (the 4x margin absorbs a busy machine's noise)
+    small, large = adversarial(6_250), adversarial(100_000)
+    for name in small:
+        for task in ("gsm8k", "math"):
+            for grader in GRADERS:
+                t = [min(seconds(task, x[name], "72", True, grader) for _ in range(3)) for x in (small, large)]
+                assert t[1] < 64 * t[0] + 0.005, (name, task, grader, t)
 
 # -----------------------------------------------------------------------------
 # fuzzing: score never raises and always returns 0.0 or 1.0
 
-FRAGMENTS = ["\\boxed{", "\\boxed ", "\\fbox{", "}", "{", "####", "\\frac", "\\dfrac", "\\sqrt",
-             "\\text{", "\\left(", "\\right)", "^\\circ", "\\%", "\\", "x=", "=", "-", "0", "1",
-             "2", "9", ",", ".", "$", " ", "/", "(", ")", "[", "]", "\n", "é", "٣"]
+FRAGMENTS = ["\\boxed{", "\\boxed ", "\\fbox{", "}", "{", "####", "#### ", "\\frac", "\\dfrac", "\\sqrt",
+             "\\text{", "\\text{ ", "\\left(", "\\right)", "^\\circ", "\\%", "\\", "\\\\", "x=", "=", "-", "+",
+             "0", "1", "2", "9", ",", ".", "$", " ", "/", "(", ")", "[", "]", "\\{", "\\}", "\n", "é", "٣",
+             "\\pi", "\\pm", "\\le", "<", "\\in", "&", "\\begin{pmatrix}", "\\end{pmatrix}", " and ", "x", "^"]
 latexish = st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join)
 any_text = st.text(max_size=200)
 
 
 def check(completion, answer, strict):
     for task in TASKS:
-        assert score(task, completion, answer, strict) in (0.0, 1.0)
+        for grader in GRADERS:
+            assert score(task, completion, answer, strict, grader) in (0.0, 1.0)
 
 
 @settings(max_examples=200, deadline=None)
