@@ -1,5 +1,6 @@
 """
-Attention for the whole model in one call: FlashAttention-2 on a GPU when it is installed, PyTorch SDPA otherwise.
+Attention for the whole model in one call, and the KV cache it reads while sampling: FlashAttention-2 on a GPU
+when it is installed, PyTorch SDPA otherwise.
 
 The two differ in how they skip padding. SDPA takes a boolean mask. FlashAttention takes lengths:
 for training, the real tokens of all rows packed into one row with sequence boundaries (varlen);
@@ -28,10 +29,35 @@ def use_flash(x):
     return flash_attn_with_kvcache is not None and x.is_cuda and torch.is_autocast_enabled("cuda")
 
 
+class KVCache:
+    """Preallocated keys/values for all layers: (L, B, T_max, H_kv, D), FlashAttention's layout (SDPA reads
+    it through a transposed view). Written in place, never grown."""
+
+    def __init__(self, n_layer, batch, n_kv_head, max_len, head_dim, dtype, device):
+        shape = (n_layer, batch, max_len, n_kv_head, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)  # every position is written before it is read
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.pos = 0  # number of positions filled so far (the same for every row: prompts are left-padded)
+
+    def update(self, layer, k, v):
+        """Store k, v (b, T, H_kv, D) at the current position; return what attention should see."""
+        t0, t1 = self.pos, self.pos + k.size(1)
+        _, B, _, H, D = self.k.shape
+        n = B // k.size(0)
+        if n > 1:
+            # shared prefill: b prompts fill the rows of their n samples each (rows are prompt-major)
+            self.k[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(k.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            self.v[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(v.unsqueeze(1).expand(-1, n, -1, -1, -1))
+            return k, v
+        self.k[layer, :, t0:t1] = k
+        self.v[layer, :, t0:t1] = v
+        return self.k[layer, :, :t1], self.v[layer, :, :t1]
+
+
 class Context(NamedTuple):
     """How one forward's queries see their keys; at most one of mask / varlen / kv_span is set."""
     mask: torch.Tensor = None  # SDPA: (B, 1, T, T_keys) bool, True = may attend; None = plain causal
-    cache: object = None       # the model's KVCache to extend and read, if any
+    cache: KVCache = None      # the keys and values of earlier tokens, to read and extend
     varlen: tuple = None       # FlashAttention training: (valid (B, T), cu_seqlens (B+1,) int32, max_len)
     kv_span: tuple = None      # FlashAttention decoding: (first, end) (B,) int32, each row's keys in the cache
 

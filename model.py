@@ -66,31 +66,6 @@ def apply_rope(x, cos, sin):
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-class KVCache:
-    """Preallocated keys/values for all layers: (L, B, T_max, H_kv, D), FlashAttention's layout (SDPA reads
-    it through a transposed view). Written in place, never grown."""
-
-    def __init__(self, n_layer, batch, n_kv_head, max_len, head_dim, dtype, device):
-        shape = (n_layer, batch, max_len, n_kv_head, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)  # every position is written before it is read
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.pos = 0  # number of positions filled so far (the same for every row: prompts are left-padded)
-
-    def update(self, layer, k, v):
-        """Store k, v (b, T, H_kv, D) at the current position; return what attention should see."""
-        t0, t1 = self.pos, self.pos + k.size(1)
-        _, B, _, H, D = self.k.shape
-        n = B // k.size(0)
-        if n > 1:
-            # shared prefill: b prompts fill the rows of their n samples each (rows are prompt-major)
-            self.k[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(k.unsqueeze(1).expand(-1, n, -1, -1, -1))
-            self.v[layer, :, t0:t1].view(k.size(0), n, t1 - t0, H, D).copy_(v.unsqueeze(1).expand(-1, n, -1, -1, -1))
-            return k, v
-        self.k[layer, :, t0:t1] = k
-        self.v[layer, :, t0:t1] = v
-        return self.k[layer, :, :t1], self.v[layer, :, :t1]
-
-
 class Attention(nn.Module):
     def __init__(self, cfg, layer):
         super().__init__()
@@ -237,19 +212,13 @@ class Transformer(nn.Module):
         # the head only where a log-prob is wanted: its (n, V) logits are most of the update's memory and FLOPs
         h = self.model.norm(x[scored] if scored is not None else x.flatten(0, 1))  # (n, D)
         t = targets[scored] if scored is not None else targets.flatten()  # (n,)
-        n = max(1, LOGIT_CHUNK // self.cfg["vocab_size"])  # tokens per chunk
-        if n >= len(t):
-            return head_logprobs(h, self.lm_head.weight, t, temperature, entropy_grad)
-        # each chunk's logits are recomputed in backward rather than kept: memory ~ one chunk
-        parts = [checkpoint(head_logprobs, h[i:i + n], self.lm_head.weight, t[i:i + n], temperature, entropy_grad,
-                            use_reentrant=False) for i in range(0, len(t), n)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return ChunkedHead.apply(h, self.lm_head.weight, t, temperature, entropy_grad)  # (n,) each
 
     def new_cache(self, batch, max_len):
         c, p = self.cfg, self.lm_head.weight
         kind = p.device.type  # under autocast keys/values come out in bf16: store them so, at half the memory
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
-        return KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
+        return flash.KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
@@ -350,14 +319,46 @@ def positions(valid):
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def head_logprobs(h, weight, targets, temperature, entropy_grad):
-    """h (N, D) final hidden states -> log-prob of targets (N,) and entropy (N,), in fp32.
-    The entropy gets a graph only when a loss term uses it: otherwise autograd would keep (N, V) tensors."""
-    logits = F.linear(h, weight).float()  # (N, V)
-    logp = F.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        ent = -(logp.exp() * logp).sum(-1)
-    return logp.gather(-1, targets[:, None]).squeeze(-1), ent
+class ChunkedHead(torch.autograd.Function):
+    """h (n, D) final hidden states -> log-probs of targets (n,) and entropies (n,) under softmax(h W^T / T), in
+    fp32, LOGIT_CHUNK logits at a time and keeping none: backward recomputes each chunk's logits from h and the
+    saved log-normalizers (as Liger-Kernel's fused linear cross-entropy). With a 150k vocabulary the logits are
+    most of the update's memory and time; autograd would keep them twice and scatter into a zeroed (n, V)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, temperature, entropy_grad):
+        ctx.dtype = F.linear(h[:0], weight).dtype  # the matmul's precision: bf16 under autocast
+        ctx.chunk = max(1, LOGIT_CHUNK // weight.size(0))  # tokens per chunk
+        ctx.temperature, ctx.entropy_grad = temperature, entropy_grad
+        out = h.new_zeros(3, len(h), dtype=torch.float32)  # log-probs, entropies, log-normalizers
+        for i in range(0, len(h), ctx.chunk):
+            z = F.linear(h[i:i + ctx.chunk], weight).float() / temperature  # (c, V)
+            lse = z.logsumexp(-1)  # (c,)
+            out[0, i:i + ctx.chunk] = z.gather(-1, targets[i:i + ctx.chunk, None]).squeeze(-1) - lse
+            out[1, i:i + ctx.chunk] = lse - ((z - lse[:, None]).exp() * z).sum(-1)  # -sum p log p
+            out[2, i:i + ctx.chunk] = lse
+        logprobs, entropy, lse = out
+        ctx.save_for_backward(h, weight, targets, lse, entropy)
+        if not entropy_grad:  # no graph through the entropy unless a loss term uses it
+            ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        h, weight, targets, lse, entropy = ctx.saved_tensors
+        w = weight.to(ctx.dtype)  # the forward's precision (autocast is off in backward)
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        for i in range(0, len(h), ctx.chunk):
+            s = slice(i, i + ctx.chunk)
+            logp = F.linear(h[s].to(ctx.dtype), w).float().div_(ctx.temperature).sub_(lse[s, None])  # (c, V)
+            p = logp.exp()
+            g = (-p * grad_logprobs[s, None]).scatter_add_(-1, targets[s, None], grad_logprobs[s, None])  # onehot - p
+            if ctx.entropy_grad:  # d entropy / d logit = -p (log p + entropy)
+                g -= p * logp.add_(entropy[s, None]) * grad_entropy[s, None]
+            g = g.div_(ctx.temperature).to(ctx.dtype)  # d loss / d (h W^T)
+            grad_h[s] = (g @ w).to(h.dtype)
+            grad_w += (g.t() @ h[s].to(ctx.dtype)).to(weight.dtype)
+        return grad_h, grad_w, None, None, None
 
 
 def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False):
