@@ -26,10 +26,15 @@ import tokenize
 import types
 
 
-def die(msg):
-    """End the program on a user error: one clear line on stderr, exit code 2."""
+def die(msg, code=2):
+    """End the program on a user error: one clear line on stderr, exit code 2. A progress bar being drawn is
+    closed first (it ends its line), so the error starts a line of its own and is the last thing shown."""
+    tqdm = sys.modules.get("tqdm")  # only if the program uses tqdm: never imported just for this
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
     print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def configure(defaults, argv, source=None):
