@@ -6,10 +6,12 @@ Where a run lives, and how it survives being killed. out_dir holds:
   ckpt/          the policy as a Hugging Face directory + train_state.pt (optimizer, step, data position,
                  replay windows, bandit counters, the run's config)
 
-A checkpoint is written to ckpt.tmp and swapped in by renames, so a kill at any point leaves a complete
-checkpoint in ckpt or, between the two renames, in ckpt.old. Resume refuses a changed experiment, a fresh
-run refuses to overwrite another, and what cannot be recovered is said in one line.
+A checkpoint is written to ckpt.tmp and swapped in by renames (ckpt -> ckpt.old, ckpt.tmp -> ckpt, then
+ckpt.old is deleted), so a kill at any point leaves a whole checkpoint in ckpt or ckpt.old, and the next save
+copes with whatever a kill or a damaged disk left. Resume refuses a changed experiment, a fresh run refuses
+to overwrite another, and what cannot be recovered is said in one line.
 """
+import hashlib
 import json
 import os
 import re
@@ -17,6 +19,7 @@ import shutil
 import sys
 
 import torch
+from safetensors import SafetensorError
 
 from configurator import die
 
@@ -25,7 +28,7 @@ from configurator import die
 SAFE_TO_CHANGE = ("out_dir", "init_from", "overwrite", "device", "num_threads", "max_steps", "eval_interval",
                   "eval_batch_size", "sample_batch_size", "micro_batch_size", "grad_checkpointing", "max_bad_steps",
                   "log_interval", "log_samples", "log_rollouts", "wandb_log", "wandb_project", "wandb_run_name")
-RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp")
+RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval.json", "eval_samples.jsonl")
 
 
 def warn(msg):
@@ -40,10 +43,12 @@ def default_out_dir(argv, task):
         key, eq, value = arg[2:].partition("=")
         if not arg.startswith("--"):
             parts.append(os.path.splitext(os.path.basename(arg))[0])
-        elif key not in SAFE_TO_CHANGE:
+        elif key not in SAFE_TO_CHANGE or (key == "init_from" and value != "resume"):  # another base: another run
             parts.append(f"{key}={value}" if eq else key)
     name = re.sub(r"[^A-Za-z0-9._=+-]", "_", "-".join(parts)) or task
-    return os.path.join("out", name[:120])
+    if len(name) > 120:  # a long command keeps a digest of all of it, so two of them still get two directories
+        name = f"{name[:111]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return os.path.join("out", name)
 
 
 def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
@@ -51,6 +56,9 @@ def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
     (unless overwrite, which removes that run's files)."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         die(f"out_dir {out_dir!r} is a file, not a directory; pass another --out_dir")
+    if resume and not os.path.isdir(out_dir):
+        die(f"init_from=resume but out_dir {out_dir!r} does not exist; pass the run's --out_dir, or resume with the "
+            f"command that started it (its config files and overrides name the default out_dir)")
     try:
         os.makedirs(out_dir, exist_ok=True)
         probe = os.path.join(out_dir, f".write_test.{os.getpid()}")
@@ -62,8 +70,9 @@ def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
     if resume or not found:
         return
     if not overwrite:
-        die(f"out_dir {out_dir!r} already holds a run ({', '.join(found)}); continue it with --init_from=resume, "
-            f"pass another --out_dir, or replace it with --overwrite=True")
+        go_on = "continue it with --init_from=resume, " if last(out_dir) else "(it has no checkpoint to resume) "
+        die(f"out_dir {out_dir!r} already holds a run ({', '.join(found)}); {go_on}pass another --out_dir, or "
+            f"replace it with --overwrite=True")
     if main_rank:
         for f in found:
             path = os.path.join(out_dir, f)
@@ -71,52 +80,53 @@ def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
 
 
 def save(out_dir, policy, tok, opt, state):
-    """Write out_dir/ckpt, crash-safe: ckpt.tmp first, then ckpt -> ckpt.old, ckpt.tmp -> ckpt, drop ckpt.old.
-    A ckpt.old left by a kill during that last deletion is stale (ckpt is complete) and is removed first."""
+    """Write out_dir/ckpt, crash-safe: the new checkpoint goes to ckpt.tmp, then ckpt -> ckpt.old, ckpt.tmp ->
+    ckpt, and ckpt.old is deleted. What a kill or a damaged disk left is handled on the way: a half-written
+    ckpt.tmp or a stale ckpt.old is deleted, and a ckpt that is not whole (a resume fell back to ckpt.old) is
+    deleted rather than moved over ckpt.old, which holds the last whole checkpoint until the new one is in."""
     path, tmp, old = (os.path.join(out_dir, d) for d in ("ckpt", "ckpt.tmp", "ckpt.old"))
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         policy.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         torch.save(dict(state, optimizer=opt.state_dict()), os.path.join(tmp, "train_state.pt"))  # last: marks it whole
-    except OSError as e:  # disk full, quota, permissions
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk, a quota, permissions; torch and
+        # safetensors report a full disk as RuntimeError and SafetensorError, not OSError
         shutil.rmtree(tmp, ignore_errors=True)
-        kept = f"the previous checkpoint in {path} is intact" if os.path.isdir(path) else "no checkpoint was written"
-        die(f"could not write a checkpoint to {tmp} ({e.strerror or e}); {kept}; free space and resume with "
-            f"--init_from=resume")
+        why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:100]
+        free = shutil.disk_usage(out_dir).free / 2 ** 30
+        die(f"could not write the checkpoint of step {state['step']} to {tmp} ({why}; {free:.1f} GiB free there); "
+            f"{resume_hint(out_dir, 'free some space, then ')}")
     try:
-        if os.path.isdir(path):
+        if read(path)[0] is not None:  # whole: it is the fallback until the new one is in place
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+        else:  # missing or damaged: the last whole checkpoint, if any, is ckpt.old, and it stays
+            shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
-        die(f"could not swap in the new checkpoint ({e}); the last complete one is in {path} or {old}")
+        die(f"could not swap in the new checkpoint ({e.strerror or e}); {resume_hint(out_dir)}")
 
 
-def load(out_dir):
-    """(model dir, train state) of out_dir's last complete checkpoint: ckpt, else ckpt.old (which survives only
-    a kill between the two renames of save, or a damaged ckpt)."""
-    problems = []
-    for d in ("ckpt", "ckpt.old"):
-        path = os.path.join(out_dir, d)
-        if not os.path.exists(os.path.join(path, "train_state.pt")):
-            continue
-        bad = weights_problem(os.path.join(path, "model.safetensors"))
-        try:
-            state = None if bad else torch.load(os.path.join(path, "train_state.pt"), weights_only=True)
-        except Exception as e:  # truncated or overwritten: pickle, zip and torch errors alike
-            bad = f"{path}/train_state.pt is unreadable ({type(e).__name__})"
-        if bad:
-            problems.append(bad)
-            continue
-        if problems:
-            warn(f"{'; '.join(problems)}: resuming from {path} (step {state['step']}) instead")
-        return path, state
-    if problems:
-        die(f"{'; '.join(problems)}, and there is no other checkpoint: this run cannot be resumed; start it over "
-            f"with --overwrite=True or pass another --out_dir")
-    die(f"init_from=resume but {out_dir!r} holds no checkpoint (ckpt/train_state.pt); start a fresh run instead")
+def read(path, mmap=True):
+    """(train state, None) if the checkpoint directory `path` is whole, else (None, why not). Whole: config.json
+    and the tokenizer's, a model.safetensors as long as its header says, and a train_state.pt that loads (save
+    writes it last).
+    mmap: map the state's tensors without reading them (a cheap check; load reads them)."""
+    for f in ("config.json", "tokenizer_config.json", "train_state.pt"):
+        if not os.path.isfile(os.path.join(path, f)):
+            return None, f"{path} has no {f}"
+    bad = weights_problem(os.path.join(path, "model.safetensors"))
+    if bad:
+        return None, bad
+    try:
+        state = torch.load(os.path.join(path, "train_state.pt"), weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated or overwritten: pickle, zip and torch errors alike
+        return None, f"{path}/train_state.pt is unreadable ({type(e).__name__})"
+    if not isinstance(state, dict) or not {"step", "optimizer", "config"} <= state.keys():
+        return None, f"{path}/train_state.pt is not a nanoRFT training state"
+    return state, None
 
 
 def weights_problem(path):
@@ -125,13 +135,70 @@ def weights_problem(path):
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
+            raw = f.read(n)
+        if len(raw) < n:
+            return f"{path} is truncated"
+        header = json.loads(raw)
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         if os.path.getsize(path) < 8 + n + end:
             return f"{path} is truncated"
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, MemoryError) as e:
         return f"{path} is unreadable ({type(e).__name__})"
     return None
+
+
+def last(out_dir):
+    """(directory, step) of the checkpoint a resume would start from, or None."""
+    for d in ("ckpt", "ckpt.old"):
+        state, _ = read(os.path.join(out_dir, d))
+        if state is not None:
+            return os.path.join(out_dir, d), state["step"]
+    return None
+
+
+def resume_hint(out_dir, first=""):
+    """Where a stopped run can go on from, for its last message; it never names a checkpoint that isn't there.
+    first: what to do before that."""
+    found = last(out_dir)
+    if found is None:
+        again = " with --overwrite=True" if any(os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES) else ""
+        return f"{out_dir} holds no checkpoint: {first}start the run again{again}"
+    return f"the last checkpoint ({found[0]}, step {found[1]}) is intact: {first}continue with --init_from=resume"
+
+
+def load(out_dir):
+    """(model dir, train state) of out_dir's last whole checkpoint: ckpt, else ckpt.old (which survives a kill
+    between the two renames of save, and is the fallback for a damaged ckpt)."""
+    problems = []
+    for d in ("ckpt", "ckpt.old"):
+        path = os.path.join(out_dir, d)
+        if not os.path.exists(path):
+            continue
+        state, bad = read(path, mmap=False)
+        if bad:
+            problems.append(bad)
+            continue
+        if problems:
+            warn(f"{'; '.join(problems)}: resuming from {path} (step {state['step']}) instead (the damaged "
+                 f"checkpoint is replaced by the next one)")
+        return path, state
+    if problems:
+        die(f"{'; '.join(problems)}, and there is no other checkpoint: this run cannot be resumed; start it over "
+            f"with --overwrite=True or pass another --out_dir")
+    die(f"init_from=resume but {out_dir!r} holds no checkpoint (ckpt/train_state.pt); start the run again "
+        f"{'with --overwrite=True' if os.listdir(out_dir) else 'without --init_from=resume'}")
+
+
+def model_dir(path):
+    """The model directory `path` means: itself, or for a train.py out_dir its last whole checkpoint (what
+    evaluate.py --init_from=out/arith evaluates)."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "config.json")) or \
+            not any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES):
+        return path
+    found = last(path)
+    if found is None:
+        die(f"{path} is a train.py out_dir but holds no whole checkpoint (ckpt or ckpt.old): nothing to evaluate")
+    return found[0]
 
 
 def check_resume(saved, now):
@@ -151,15 +218,18 @@ def resume_lines(path, step, what):
     if not os.path.exists(path):
         warn(f"{path} is missing: its {what} up to step {step} are lost; the run goes on from there")
         return []
-    kept, broken = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                if record["step"] <= step:
-                    kept.append(json.dumps(record) + "\n")
-            except (ValueError, KeyError, TypeError):
-                broken += 1
+        lines = f.readlines()
+    kept, broken = [], 0
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if record["step"] <= step:
+                kept.append(json.dumps(record) + "\n")
+        except (ValueError, KeyError, TypeError):
+            # a last line without its newline was cut by a kill while it was written: a step after the
+            # checkpoint's (each step's lines are written before its checkpoint), so nothing is lost
+            broken += i < len(lines) - 1 or line.endswith("\n")
     if broken:
         warn(f"{path}: dropped {broken} damaged line(s)")
     if what == "log lines" and not any(json.loads(line)["step"] == step for line in kept):
