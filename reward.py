@@ -40,6 +40,7 @@ ones) can crash or stall a training step.
 import re
 from collections import Counter
 from fractions import Fraction
+from itertools import accumulate, repeat
 
 GRADERS = ("nanorft", "paper")
 
@@ -147,6 +148,8 @@ def math_equal(pred, gt):
     container (tuple/interval brackets, matrix shape, bare list) holding equal items."""
     if pred.strip() == gt.strip() != "":
         return True  # a copy of the ground truth: the common right answer, no need to normalize
+    if len(pred) > 1000 or len(gt) > 1000:
+        return False  # MATH answers are under 200 characters: don't spend time normalizing junk
     a, b = normalize_math(pred), normalize_math(gt)
     if not a or not b:
         return False  # an empty box is never a correct answer
@@ -202,6 +205,7 @@ def _clean_number(s):
 # helpers: braces and boxes
 
 _ESCAPE = re.compile(r"\\.", re.S)  # \{ is a literal brace, not a group
+_BRACE_STEP = {"{": 1, "}": -1}
 
 
 def _brace_pairs(s):
@@ -216,6 +220,16 @@ def _brace_pairs(s):
     return pairs
 
 
+def _matching_brace(s, i):
+    """Index of the '}' that closes the '{' at s[i], or None. The depth after each character is a running
+    sum that itertools computes at C speed, and the close is where it first comes back to 0."""
+    depths = accumulate(map(_BRACE_STEP.get, s[i:], repeat(0)))
+    try:
+        return i + list(depths).index(0)
+    except ValueError:
+        return None
+
+
 def last_boxed(text):
     """Content of the last \\boxed{...} / \\fbox{...} / '\\boxed x', or None."""
     i_box, i_fbox = text.rfind("\\boxed"), text.rfind("\\fbox")
@@ -226,7 +240,7 @@ def last_boxed(text):
     while j < len(text) and text[j].isspace():
         j += 1
     if text.startswith("{", j):
-        close = _brace_pairs(text[j:]).get(0)  # linear; an unbalanced box has no close
+        close = _matching_brace(_ESCAPE.sub("..", text[j:]), 0)  # '\{' and '\}' don't count
         return None if close is None else text[j + 1:j + close]
     if j == i:
         return None  # e.g. '\boxedfoo' is some other macro, not a box
@@ -514,12 +528,8 @@ def _paper_last_boxed(text):
     i = text.rfind("\\boxed")
     if i < 0 or not text.startswith("\\boxed{", i):
         return None  # no box, '\fbox' or '\boxedfoo': remove_boxed's assert fails
-    depth = 0
-    for m in re.finditer(r"[{}]", text[i + 6:]):  # every brace counts, '\{' too
-        depth += 1 if m.group() == "{" else -1
-        if depth == 0:
-            return text[i + 7:i + 6 + m.start()]
-    return None
+    close = _matching_brace(text, i + 6)  # every brace counts, '\{' too
+    return None if close is None else text[i + 7:close]
 
 
 def _paper_strip_string(s):
