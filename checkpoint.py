@@ -51,9 +51,10 @@ def default_out_dir(argv, task):
     return os.path.join("out", name)
 
 
-def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
+def prepare_out_dir(out_dir, resume, overwrite, clear=True):
     """Check out_dir before any expensive work: a writable directory, and, for a fresh run, not another run's
-    (unless overwrite, which removes that run's files)."""
+    (unless overwrite). clear: remove the replaced run's files now (False on ranks other than 0, or to call
+    clear_run later, once the new run has passed its checks)."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         die(f"out_dir {out_dir!r} is a file, not a directory; pass another --out_dir")
     if resume and not os.path.isdir(out_dir):
@@ -73,10 +74,18 @@ def prepare_out_dir(out_dir, resume, overwrite, main_rank=True):
         go_on = "continue it with --init_from=resume, " if last(out_dir) else "(it has no checkpoint to resume) "
         die(f"out_dir {out_dir!r} already holds a run ({', '.join(found)}); {go_on}pass another --out_dir, or "
             f"replace it with --overwrite=True")
-    if main_rank:
-        for f in found:
-            path = os.path.join(out_dir, f)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    if clear:
+        clear_run(out_dir)
+
+
+def clear_run(out_dir):
+    """Remove the files of the run in out_dir (--overwrite=True)."""
+    for f in RUN_FILES:
+        path = os.path.join(out_dir, f)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def save(out_dir, policy, tok, opt, state):
@@ -94,8 +103,8 @@ def save(out_dir, policy, tok, opt, state):
         # safetensors report a full disk as RuntimeError and SafetensorError, not OSError
         shutil.rmtree(tmp, ignore_errors=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:100]
-        free = shutil.disk_usage(out_dir).free / 2 ** 30
-        die(f"could not write the checkpoint of step {state['step']} to {tmp} ({why}; {free:.1f} GiB free there); "
+        free = shutil.disk_usage(out_dir).free / 2 ** 20
+        die(f"could not write the checkpoint of step {state['step']} to {tmp} ({why}; {free:.0f} MiB free there); "
             f"{resume_hint(out_dir, 'free some space, then ')}")
     try:
         if read(path)[0] is not None:  # whole: it is the fallback until the new one is in place
