@@ -139,7 +139,9 @@ def paired(group, ref, key):
 
 
 def reference_of(name, runs, baseline, references):
-    """The group `name` is compared with: its entry in references when that group is present, else the baseline."""
+    """The group `name` is compared with: its entry in references when that group is present, else the baseline;
+    `name` itself (not compared) for the baseline and for an entry that references map to itself (a twin that
+    serves only as another entry's reference)."""
     ref = (references or {}).get(name)
     return ref if ref in runs else baseline
 
@@ -240,6 +242,8 @@ def figure(runs, path, metrics, baseline, references=None):
     matplotlib.use("Agg")  # write files, no display
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(metrics), 3, figsize=(16, 3.6 * len(metrics)), squeeze=False)
+    # tab20's light/dark pairs of one hue: sweep.py's replay pipeline lists each twin next to its replay entry
+    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
     positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"] if c.get("responses", 0) > 0]
     for i, key in enumerate(metrics):
         scale = 100 if percent(key) else 1
@@ -249,17 +253,17 @@ def figure(runs, path, metrics, baseline, references=None):
             steps, responses, values = curves(group, key)
             mean, std = mean_std(scale * values)  # (K,), (K,) or None
             for ax, x in zip(axes[i, :2], (steps, responses)):
-                ax.plot(x, mean, color=f"C{g % 10}", label=f"{name} ({len(group)})")
+                ax.plot(x, mean, color=colors[g % len(colors)], label=f"{name} ({len(group)})")
                 if std is not None:
-                    ax.fill_between(x, mean - std, mean + std, color=f"C{g % 10}", alpha=0.15)
+                    ax.fill_between(x, mean - std, mean + std, color=colors[g % len(colors)], alpha=0.15)
             ref = reference_of(name, runs, baseline, references)
             pc = None if ref == name else paired_curve(group, runs[ref], key)
             if pc is not None:
                 steps, diff, half = pc
-                axes[i, 2].plot(steps, scale * diff, color=f"C{g % 10}", label=f"{name} - {ref}")
+                axes[i, 2].plot(steps, scale * diff, color=colors[g % len(colors)], label=f"{name} - {ref}")
                 if half is not None:
                     axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half),
-                                            color=f"C{g % 10}", alpha=0.15)
+                                            color=colors[g % len(colors)], alpha=0.15)
         unit = " (%)" if scale == 100 else ""
         axes[i, 0].set_ylabel(key + unit)
         axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")

@@ -90,12 +90,14 @@ PIPELINES["all"] = {"minimal": PIPELINES["extra"]["minimal"],
                     **{name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()
                        if name not in SAME_AS_ANOTHER}}
 # entries compared with another entry than their pipeline's baseline (plot.py's paired differences)
-REFERENCES = {"replay": {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS},
+TWINS = {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS}
+REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  # a twin itself: not compared
               "one_problem": dict(zip(list(PIPELINES["one_problem"])[1:], PIPELINES["one_problem"])),  # vs the last
               "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches")}
-# in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8) is compared with minimal
+# in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8), and a twin, is
+# compared with minimal
 REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()
-                     if sum(e in entries for name, entries in PIPELINES.items() if name != "all") == 1}
+                     if e != r and sum(e in entries for name, entries in PIPELINES.items() if name != "all") == 1}
 # On the CPU base, the entries sampling more than 256 responses per step run fewer steps, so that a pipeline
 # takes tens of minutes on 2 cores (estimates in the README). Steps stay multiples of 25, the base's
 # eval_interval, so each entry's last step is also evaluated by the 150-step runs it is compared with; the

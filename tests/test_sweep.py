@@ -251,8 +251,9 @@ def test_references_are_entries_of_their_pipeline():
 
 def test_each_replay_point_is_paired_with_the_same_batch_without_replay():
     entries = sweep.PIPELINES["replay"]
-    pairs = sweep.REFERENCES["replay"]
+    pairs = sweep.TWINS
     assert sorted(pairs) == sorted(n for n in entries if n.startswith("replay_")) and len(pairs) == 6
+    assert {e: r for e, r in sweep.REFERENCES["replay"].items() if e != r} == pairs  # twins: references only
     for replay, twin in pairs.items():
         a, b = settings(replay, entries[replay]), settings(twin, entries[twin])
         assert a["advantage"] == "replay" and a["replay_window"] == 8
@@ -302,4 +303,5 @@ open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
         pipe = json.load(open(out / "pipeline.json"))
         assert pipe["entries"] == list(sweep.PIPELINES["replay"]) and pipe["baseline"] == "budget256_64x4"
         assert pipe["references"] == sweep.REFERENCES["replay"]
-        assert table_rows(out / "results.md")["replay_512x1"][6] == "minimal_512x1"  # plot.py pairs them
+        rows = table_rows(out / "results.md")
+        assert rows["replay_512x1"][6] == "minimal_512x1" and rows["minimal_512x1"][6] == "—"  # plot.py pairs them
