@@ -187,7 +187,8 @@ def bench_rewards(repeat=5):
         ending = rng.choice(["#### {}", "#### {:,}", "####{}", "#### ${}", "The answer is {}."]).format(pred)
         cases["gsm8k"].append((solution + ending, f"Half of it is <<{2 * gold}/2={gold}>>{gold}.\n#### {gold}"))
     n = 100_000
-    adversarial = {"\\boxed{ repeated": ("\\boxed{" * n)[:n], "deep braces": "\\boxed{" + "{" * (n // 2) + "}" * (n // 2) + "}",
+    adversarial = {"\\boxed{ repeated": ("\\boxed{" * n)[:n],
+                   "deep braces": "\\boxed{" + "{" * (n // 2) + "}" * (n // 2) + "}",
                    "(1, repeated": "\\boxed{" + ("(1," * n)[:n] + "}", "digit/comma run": ("1234,5" * n)[:n],
                    "#### and a digit/comma run": "#### " + ("9,99" * n)[:n],
                    "nested \\frac": "\\boxed{" + "\\frac{" * (n // 12) + "1}{2}" * (n // 12) + "}"}
@@ -223,8 +224,10 @@ def bench_rewards(repeat=5):
         tries = 1 if name == "math-verify" else repeat
         medians = [statistics.median(best(fn, task, c, a, tries=tries) for c, a in cases[task]) for task in cases]
         tasks = ["math"] if name == "math-verify" else list(cases)  # math-verify grades both tasks alike
-        worst = max((best(fn, task, s, "72", tries=1), what, task) for what, s in adversarial.items() for task in tasks)
-        print(f"{name:<13}{medians[0] * 1e6:>10.1f}{medians[1] * 1e6:>10.1f}{worst[0] * 1e3:>14.1f}  {worst[1]} ({worst[2]})")
+        worst = max((best(fn, task, s, "72", tries=tries), what, task)
+                    for what, s in adversarial.items() for task in tasks)
+        print(f"{name:<13}{medians[0] * 1e6:>10.1f}{medians[1] * 1e6:>10.1f}{worst[0] * 1e3:>14.1f}"
+              f"  {worst[1]} ({worst[2]})")
 
 
 def main():
