@@ -30,7 +30,8 @@ import numpy as np
 from configurator import die
 
 METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
-DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "regret")  # the figure's rows when --metrics is not given
+# the figure's rows when --metrics is not given (those some run logged; trained_pass@1: runs on a train_problems subset)
+DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "trained_pass@1", "regret")
 # two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30, 40, 60, 120 and the normal limit
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
         10: 2.2281, 11: 2.2010, 12: 2.1788, 13: 2.1604, 14: 2.1448, 15: 2.1314, 16: 2.1199, 17: 2.1098,
