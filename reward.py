@@ -8,8 +8,10 @@ nanorft (the default) reads the answer the way a careful human would:
          as exact numbers: '#### $1,000.00' is 1000
   math   the last \\boxed{...}, normalized (spacing, \\text, units, degrees, percent, \\dfrac,
          labels like 'x=' or '(p,q)=', relation spellings, matrix environments, ...), then
-         compared as exact numbers, tuples and intervals (ordered), bare lists and sets
-         (unordered), or matrices, item by item
+         compared as containers: tuples and intervals (ordered), bare lists and sets (unordered),
+         matrices; their items as exact values: products of numbers, square roots, pi and letters
+         ('\\frac{1}{\\sqrt3}' = '\\sqrt3/3'), sums in any order, relations either way round.
+         What needs algebra ('(x+1)^2' = 'x^2+2x+1', '2^4' = 16) is not seen.
 
 paper reproduces the graders of the paper's code (verl's gsm8k.py and math_reward.py, which its
 scripts call), rule for rule, quirks included, so a replication measures the same experiment:
@@ -103,8 +105,6 @@ def _score_gsm8k(completion, answer, strict):
     gt = extract_gsm8k(answer) if "####" in answer else _clean_number(answer)
     if pred is None or gt is None:
         return False
-    if pred == gt:
-        return True
     a, b = _to_fraction(pred), _to_fraction(gt)
     if a is not None and b is not None:
         return a == b  # "72.00" == "72", exactly
@@ -206,6 +206,7 @@ def _clean_number(s):
 
 _ESCAPE = re.compile(r"\\.", re.S)  # \{ is a literal brace, not a group
 _BRACE_STEP = {"{": 1, "}": -1}
+_SPACES, _BARE_BOX = re.compile(r"\s*"), re.compile(r"[^\s$]*")
 
 
 def _brace_pairs(s):
@@ -236,27 +237,21 @@ def last_boxed(text):
     if i_box < 0 and i_fbox < 0:
         return None
     i = i_box + 6 if i_box > i_fbox else i_fbox + 5
-    j = i
-    while j < len(text) and text[j].isspace():
-        j += 1
+    j = _SPACES.match(text, i).end()
     if text.startswith("{", j):
         close = _matching_brace(_ESCAPE.sub("..", text[j:]), 0)  # '\{' and '\}' don't count
         return None if close is None else text[j + 1:j + close]
     if j == i:
         return None  # e.g. '\boxedfoo' is some other macro, not a box
-    # the brace-less form '\boxed 5$' runs up to the next space or '$'
-    k = j
-    while k < len(text) and not text[k].isspace() and text[k] != "$":
-        k += 1
-    return text[j:k] or None
+    return _BARE_BOX.match(text, j).group() or None  # '\boxed 5$' runs up to the next space or '$'
 
 # -----------------------------------------------------------------------------
 # helpers: nanorft's MATH normalization, one small named rule per equivalence
 
 _JOIN_WORDS = re.compile(r"\\(?:text|mbox|mathrm)\{\s*(?:and|or)\s*\}|(?<=\s)(?:and|or)(?=\s)")  # '6 and 8' = '6,8'
 _RELATION = re.compile(r"\\(?:[gl]eq?|[gl]eqslant|neq?|[gl]t)(?![a-zA-Z])|[<>!]=")
-_RELATIONS = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", ">=": "≥", "\\le": "≤", "\\leq": "≤", "\\leqslant": "≤",
-              "<=": "≤", "\\ne": "≠", "\\neq": "≠", "!=": "≠", "\\lt": "<", "\\gt": ">"}
+_RELATIONS = {"\\ge": "≥", "\\geq": "≥", "\\geqslant": "≥", ">=": "≥", "\\le": "≤", "\\leq": "≤",
+              "\\leqslant": "≤", "<=": "≤", "\\ne": "≠", "\\neq": "≠", "!=": "≠", "\\lt": "<", "\\gt": ">"}
 # LaTeX spacing: \! \, \; \: "\ " ~ \quad; a '\\' (a matrix's row break) is matched first and kept
 _SPACING = re.compile(r"\\\\|\\[!,;:]|\\\s|\\q?quad(?![a-zA-Z])")
 _TEXT = re.compile(r"\\(?:text(?:bf|it|rm|normal)?|mbox|mathrm)\{")
@@ -419,7 +414,7 @@ def _parts(s):
 
 
 _ONE_RELATION = re.compile(r"[<>≤≥≠=]")
-_MIXED = re.compile(r"(-?)([0-9]+)\\frac\{([0-9]+)\}\{([0-9]+)\}")  # 3\frac18 = 25/8
+_MIXED = re.compile(r"(-?)([0-9]+)\\frac\{([0-9]+)\}\{([0-9]+)\}")
 # a factor of a product: a number, \sqrt{integer}, \pi or a letter (with an integer power), \frac's braces, '/'
 _FACTOR = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)|\\sqrt\{([0-9]+)\}|(\\pi|[a-zA-Z])(?:\^\{?(-?[0-9]+)\}?)?"
                      r"|\\frac\{|\}\{|\}|/|\\cdot|\\times|-")
@@ -439,7 +434,8 @@ def _atom_key(s):
 
 
 def _value_key(s):
-    if "\\frac" in s and (m := _MIXED.fullmatch(s)) and (whole := _to_fraction(m.group(2))) is not None:  # a mixed number
+    # a mixed number: 3\frac18 = 25/8
+    if "\\frac" in s and (m := _MIXED.fullmatch(s)) and (whole := _to_fraction(m.group(2))) is not None:
         part = _product(f"\\frac{{{m.group(3)}}}{{{m.group(4)}}}")
         return s if part is None else (-1 if m.group(1) else 1) * (whole + part)
     # a sum is its terms in any order: '2x-1' = '-1+2x' (a sign after an operator starts no term: 'x^-1', '2\\times-3')
@@ -462,7 +458,8 @@ def _value_or_string(s):
 def _product(s):
     """Exact value of a product of numbers, square roots of integers, \\pi and letters, with \\frac and one
     '/': (coefficient, square-free radicand, symbol powers), or a Fraction when there's no root and no
-    symbol. '\\frac{\\sqrt3}{3}' = '\\sqrt3/3' = '\\frac{1}{\\sqrt3}', '2\\sqrt2' = '\\sqrt8', '\\frac16\\pi' = '\\pi/6'."""
+    symbol. '\\frac{\\sqrt3}{3}' = '\\sqrt3/3' = '\\frac{1}{\\sqrt3}', '2\\sqrt2' = '\\sqrt8',
+    '\\frac16\\pi' = '\\pi/6'."""
     if _DECIMAL.fullmatch(s):
         return _to_fraction(s)  # the common case
     if len(s) > 200:

@@ -83,7 +83,8 @@ def test_nanorft_agrees_with_the_verdicts_at_least_as_often_as_math_verify():
 
     ours = sum(nanorft(gold, pred) == float(verdict) for _, verdict, gold, pred in CORPUS)
     wrong = {(gold, pred) for _, verdict, gold, pred in CORPUS if math_verify(gold, pred) != float(verdict)}
-    print(f"agreement with the verdicts: nanoRFT {ours}/{len(CORPUS)}, math-verify {len(CORPUS) - len(wrong)}/{len(CORPUS)}")
-    assert ours >= len(CORPUS) - len(wrong)
+    n = len(CORPUS)
+    print(f"agreement with the verdicts: nanoRFT {ours}/{n}, math-verify {n - len(wrong)}/{n}")
+    assert ours >= n - len(wrong)
     # every case where math-verify errs is listed with the reason (the version pinned in .ci/run)
     assert wrong == set(MATH_VERIFY_WRONG)
