@@ -172,7 +172,8 @@ def resume_hint(out_dir, first=""):
     if found is None:
         again = " with --overwrite=True" if any(os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES) else ""
         return f"{out_dir} holds no checkpoint: {first}start the run again{again}"
-    return f"the last checkpoint ({found[0]}, step {found[1]}) is intact: {first}continue with --init_from=resume"
+    return (f"the last checkpoint ({found[0]}, step {found[1]}) is intact: {first}continue with the same command "
+            f"and --init_from=resume")
 
 
 def load(out_dir):
@@ -216,9 +217,10 @@ def check_resume(saved, now):
     safe = set(SAFE_TO_CHANGE) - ({"max_steps"} if now.get("lr_schedule") == "cosine" else set())  # it sets the decay
     changed = [k for k in saved if k in now and k not in safe and saved[k] != now[k]]
     if changed:
-        die(f"--init_from=resume with a different experiment: {', '.join(f'{k}={saved[k]!r} -> {now[k]!r}' for k in changed)}"
-            f"; resume with the run's own settings (only {', '.join(sorted(safe - {'init_from', 'out_dir'}))} may "
-            f"change) or start a new run in another out_dir")
+        diff = ", ".join(f"{k}={saved[k]!r} -> {now[k]!r}" for k in changed)
+        may = ", ".join(sorted(safe - {"init_from", "out_dir"}))
+        die(f"--init_from=resume with a different experiment: {diff}; resume with the run's own settings (only "
+            f"{may} may change) or start a new run in another out_dir")
 
 
 def resume_lines(path, step, what):

@@ -61,8 +61,8 @@ def log_steps(out_dir):
 
 def snapshot(out_dir):
     """{path: digest} of every file under out_dir: equal snapshots, nothing lost or changed."""
-    return {os.path.relpath(os.path.join(d, f), out_dir): hashlib.sha1(open(os.path.join(d, f), "rb").read()).hexdigest()
-            for d, _, files in os.walk(out_dir) for f in files}
+    files = [os.path.join(d, f) for d, _, names in os.walk(out_dir) for f in names]
+    return {os.path.relpath(f, out_dir): hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files}
 
 
 def ckpt_step(path):
@@ -491,9 +491,10 @@ def test_a_run_resumes_from_an_emptied_log(run_copy, capsys):
 # -----------------------------------------------------------------------------
 # messages never point at a checkpoint that isn't there
 
-def test_resume_hint_names_the_checkpoint_that_is_there(run_copy, tmp_path):
+def test_resume_hint_names_the_checkpoint_that_is_there(run_copy):
     assert checkpoint.resume_hint(str(run_copy)) == \
-        f"the last checkpoint ({run_copy / 'ckpt'}, step 2) is intact: continue with --init_from=resume"
+        f"the last checkpoint ({run_copy / 'ckpt'}, step 2) is intact: continue with the same command and " \
+        f"--init_from=resume"
     os.rename(run_copy / "ckpt", run_copy / "ckpt.old")
     assert f"({run_copy / 'ckpt.old'}, step 2)" in checkpoint.resume_hint(str(run_copy))
     os.remove(run_copy / "ckpt.old" / "train_state.pt")
@@ -520,6 +521,7 @@ import evaluate
 def ctrl_c(*a, **k):  # a real SIGINT during the step-0 evaluation, before any checkpoint exists
     os.kill(os.getpid(), signal.SIGINT)
 evaluate.evaluate_splits = ctrl_c
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner inherited
 sys.argv = [os.path.join({root!r}, "train.py")] + sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -596,6 +598,6 @@ def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
 
 
 def test_die_does_not_import_tqdm():
-    code = "import sys; import configurator\ntry: configurator.die('x')\nexcept SystemExit: print('tqdm' in sys.modules)"
+    code = "import sys, configurator\ntry: configurator.die('x')\nexcept SystemExit: print('tqdm' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False" and p.stderr == "error: x\n"
