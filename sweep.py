@@ -74,12 +74,13 @@ PIPELINES = {
                                         "--train_problems=0"],  # + all problems
         "rollouts_8": ["config/rollouts_8.py"]},  # + batch: 32 prompts per step, the paper's GRPO run
     # nanoRFT's extension, not the paper's: advantage estimators on the same 32 x 8 responses
-    "advantage": {"raw_rollouts_8": ["config/raw_rollouts_8.py"], "grpo_8rollouts": ["config/grpo_8rollouts.py"],
-                  "dr_grpo": ["config/dr_grpo.py"], "rloo": ["config/rloo.py"], "reinforce_pp": ["config/reinforce_pp.py"]},
+    "advantage": {name: [f"config/{name}.py"]
+                  for name in ("raw_rollouts_8", "grpo_8rollouts", "dr_grpo", "rloo", "reinforce_pp")},
     # nanoRFT's extension: loss aggregations of GRPO's one update per step, then 4 updates per step (minibatches)
     # with PPO's token ratio, GSPO's sequence ratio and CISPO's clipped weight (REFERENCES: those vs PPO's)
     "loss": {"grpo_8rollouts": ["config/grpo_8rollouts.py"],
-             **{agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"] for agg in ("seq_mean_token_mean", "seq_sum_norm")},
+             **{agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"]
+                for agg in ("seq_mean_token_mean", "seq_sum_norm")},
              "ppo_4minibatches": ["config/grpo_8rollouts.py", "--minibatches=4"],
              "gspo": ["config/gspo.py"], "cispo": ["config/cispo.py"]},
 }

@@ -305,3 +305,16 @@ open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
         assert pipe["references"] == sweep.REFERENCES["replay"]
         rows = table_rows(out / "results.md")
         assert rows["replay_512x1"][6] == "minimal_512x1" and rows["minimal_512x1"][6] == "—"  # plot.py pairs them
+
+
+def test_a_changed_included_file_changes_the_fingerprint(tmp_path, monkeypatch):
+    """A paper run's settings live in config/paper.py, which the model configs include(): a run finished before
+    paper.py changed must not count as finished after."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "paper.py").write_text("kl_coef = 0.001\n")
+    (tmp_path / "config" / "model.py").write_text('include("paper.py")\ntask = "gsm8k"\n')
+    monkeypatch.chdir(tmp_path)
+    before = sweep.fingerprint(["config/model.py", "--seed=0"])
+    assert before["configs"]["config/paper.py"] == "kl_coef = 0.001\n"
+    (tmp_path / "config" / "paper.py").write_text("kl_coef = 0.0\n")
+    assert sweep.fingerprint(["config/model.py", "--seed=0"]) != before
