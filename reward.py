@@ -414,6 +414,7 @@ def _parts(s):
 
 
 _ONE_RELATION = re.compile(r"[<>≤≥≠=]")
+_NOT_A_PRODUCT = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2}|[0-9.]\.[0-9]*\.")  # two letters, not a command's
 _MIXED = re.compile(r"(-?)([0-9]+)\\frac\{([0-9]+)\}\{([0-9]+)\}")
 # a factor of a product: a number, \sqrt{integer}, \pi or a letter (with an integer power), \frac's braces, '/'
 _FACTOR = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)|\\sqrt\{([0-9]+)\}|(\\pi|[a-zA-Z])(?:\^\{?(-?[0-9]+)\}?)?"
@@ -462,8 +463,8 @@ def _product(s):
     '\\frac16\\pi' = '\\pi/6'."""
     if _DECIMAL.fullmatch(s):
         return _to_fraction(s)  # the common case
-    if len(s) > 200:
-        return None  # no answer is a product that long; keeps the big-number arithmetic small
+    if len(s) > 200 or _NOT_A_PRODUCT.search(s):
+        return None  # too long to be an answer, a word ('no' is not 'on'), or junk like '2.5.3'
     sign, num, den, radicand, symbols = 1, 1, 1, 1, Counter()  # ints, not Fractions: one gcd at the end
     power, fracs, slash, at_group_start, i = 1, [], False, True, 0  # fracs: [outer power, in denominator]
     while i < len(s):
