@@ -43,7 +43,15 @@ def setup(device):
 
 
 def teardown():
+    """End of a successful run, on every rank: wait for the other ranks, then leave the process group.
+    Without the barrier a rank could die at exit (SIGABRT, "terminate called without an active exception"):
+    gloo's worker threads release a collective's tensors just after it completes, and for a tensor made in
+    Python that takes the GIL; a rank already in interpreter shutdown ends such a waiting thread with
+    pthread_exit inside a C++ destructor. In the barrier the main thread holds no GIL, so the workers finish,
+    and rank 0 arrives last, after its checkpoint, which torchrun then never cuts short. Error paths skip this:
+    a failing rank calls no collective, so the others' next one fails at once instead of waiting."""
     if dist.is_initialized():
+        dist.barrier(device_ids=[torch.cuda.current_device()] if _device.startswith("cuda") else None)
         dist.destroy_process_group()
 
 
