@@ -131,7 +131,9 @@ out = ""  # JSON output path (responses: the same name with _samples.jsonl); def
 
 
 def main():
+    import checkpoint
     import distributed
+    from checks import check_fit, device_ok, model_config
     from configurator import configure, die
     from model import Transformer, load_tokenizer, resolve
     from rollout import prompt_generators
@@ -149,21 +151,29 @@ def main():
     for ok, msg in checks:
         if not ok:
             die(msg)
-    path = c["init_from"]
-    if os.path.isdir(os.path.join(path, "ckpt")) and not os.path.exists(os.path.join(path, "config.json")):
-        path = os.path.join(path, "ckpt")  # a train.py out_dir: evaluate its checkpoint
-    out_path = c["out"] or os.path.join(path if os.path.isdir(path) else ".", "eval.json")
+    path = checkpoint.model_dir(c["init_from"])  # a train.py out_dir: its last whole checkpoint
+    # the results go beside a run's log (a checkpoint directory is replaced by the run's next save)
+    out_path = c["out"] or os.path.join(c["init_from"] if os.path.isdir(c["init_from"]) else ".", "eval.json")
+    if os.path.isdir(out_path):
+        die(f"out={out_path!r} is a directory; pass a file name such as {os.path.join(out_path, 'eval.json')!r}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         die(f"out={out_path!r}: its directory does not exist; create it or pass another --out")
+    if not device_ok(c["device"]):
+        die(f"device={c['device']!r} is not one of auto, cpu, cuda, cuda:N")
     device = distributed.setup(c["device"])
     path = resolve(path)
-    model, tok = Transformer.from_pretrained(path, device=device), load_tokenizer(path)
+    tok = load_tokenizer(path)
+    split_problems = {split: data.load_split(c["task"], split, c["data_path"]) for split in split_names}
+    longest = max(len(data.encode_prompt(tok, c["task"], p)) for problems in split_problems.values() for p in problems)
+    rows = min(c["eval_batch_size"], max(map(len, split_problems.values()))) * c["n_samples"]
+    check_fit(model_config(path), longest, c["max_new_tokens"], rows, c["dtype"], device)
+    model = Transformer.from_pretrained(path, device=device)
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= c["n_samples"]]
     results = dict(init_from=c["init_from"], task=c["task"], n_samples=c["n_samples"], temperature=c["temperature"],
                    grader=c["grader"])
     all_samples = []
     for kind, split in enumerate(split_names, start=1):
-        problems = data.load_split(c["task"], split, c["data_path"])
+        problems = split_problems[split]
         generators = prompt_generators(c["seed"], kind, 0, range(len(problems)))
         with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=c["dtype"] == "bfloat16"):
             r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],

@@ -21,6 +21,9 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
     logprobs (N, T): the policy being trained, with a graph; old_logprobs (N, T): the policy that sampled the
     responses, or None when it is this very policy (one epoch, one minibatch: the paper's setting);
     advantages (N, T): one value per response, repeated over its tokens."""
+    # an inf or NaN where mask is 0 (padding, an untrained response) must reach neither the loss nor, through
+    # exp and the ratio's chain rule (0 * inf), the gradient
+    logprobs = torch.where(mask > 0, logprobs, 0.0)
     if old_logprobs is None:
         # REINFORCE (Williams 1992): the gradient of -A * log pi(y) is the policy gradient. The minimalist
         # baseline is exactly this with A = the raw reward. PPO, GSPO and CISPO all reduce to it on-policy.
@@ -29,7 +32,7 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
     # Off-policy (ppo_epochs > 1 or minibatches > 1): all but the first minibatch were sampled by an older
     # policy, so each token is reweighted by the importance ratio pi / pi_old, and clipped so the update stays
     # near the sampler.
-    log_ratio = logprobs - old_logprobs  # (N, T)
+    log_ratio = logprobs - torch.where(mask > 0, old_logprobs, 0.0)  # (N, T)
     if ratio_level == "sequence":  # GSPO (Zheng et al. 2025): one ratio per response, the geometric mean of its
         # tokens'; its value is the sequence's, its gradient each token's own (the GSPO-token form, as verl)
         seq = (log_ratio * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1)

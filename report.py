@@ -49,9 +49,11 @@ class Reporter:
             kept_samples = checkpoint.resume_lines(samples_path, resume_step, "samples") \
                 if os.path.exists(samples_path) or kept_log else []
         self.lines = [json.loads(line) for line in kept_log]
-        self.log, self.samples = open(log_path, "w"), open(samples_path, "w")
-        self.log.writelines(kept_log)
-        self.samples.writelines(kept_samples)
+        for path, kept in ((log_path, kept_log), (samples_path, kept_samples)):
+            with open(path + ".tmp", "w") as f:  # the kept lines replace the file whole: a kill here loses none
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
+        self.log, self.samples = open(log_path, "a"), open(samples_path, "a")
         if wandb_log:  # optional dependency, imported only when asked for
             try:
                 import wandb

@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import checkpoint
 import plot
 from configurator import die
 
@@ -166,8 +167,9 @@ def read_json(path):
 
 
 def has_checkpoint(run_dir):
-    """Whether train.py --init_from=resume finds a checkpoint there (ckpt.old survives a crash mid-swap)."""
-    return any(os.path.exists(os.path.join(run_dir, d, "train_state.pt")) for d in ("ckpt", "ckpt.old"))
+    """Whether train.py --init_from=resume finds a whole checkpoint there (ckpt, or ckpt.old after a crash
+    mid-swap), by train.py's own test: a damaged one would fail every retry."""
+    return checkpoint.last(run_dir) is not None
 
 
 def finished(run):

@@ -113,7 +113,7 @@ def main():
     config = {k: globals()[k] for k in config_keys}
     check_config(config, ddp.world)
     resume, main_rank = init_from == "resume", ddp.rank == 0
-    checkpoint.prepare_out_dir(out_dir, resume, overwrite, main_rank)
+    checkpoint.prepare_out_dir(out_dir, resume, overwrite, clear=False)  # a replaced run goes only once all checks pass
     if resume:
         path, state = checkpoint.load(out_dir)
         checkpoint.check_resume(state["config"], config)
@@ -140,6 +140,8 @@ def main():
     if resume:
         opt.load_state_dict(state["optimizer"])
     state["config"] = config
+    if overwrite and not resume and main_rank:
+        checkpoint.clear_run(out_dir)
     report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank, wandb_log=wandb_log,
                       wandb_project=wandb_project, wandb_run_name=wandb_run_name)
     if main_rank:
@@ -174,13 +176,11 @@ def main():
         t2 = time.time()
         bad_steps = bad_steps + 1 if stats.get("skipped") else 0
         if stats.get("skipped") and main_rank:
-            print(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
-                  f"step(s)", file=sys.stderr)
-        if bad_steps >= max_bad_steps:
-            bar.close()
-            last = f"; the last good checkpoint (step {state['step']}) is in {out_dir}/ckpt" if state["step"] else ""
-            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping (try a lower "
-                f"learning_rate{last})")
+            bar.write(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
+                      f"step(s)", file=sys.stderr)
+        if bad_steps >= max_bad_steps:  # resuming would repeat them: the run's settings are at fault
+            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping: start a new run with a "
+                f"lower learning_rate (another out_dir, or --overwrite=True)")
         # -- 7. log; every eval_interval steps: evaluate, then checkpoint
         tokens = metrics.pop("tokens")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
@@ -376,6 +376,4 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last checkpoint is in {out_dir}/ckpt (if one was written); continue with the same "
-              f"command and --init_from=resume", file=sys.stderr)
-        sys.exit(130)
+        die(f"interrupted; {checkpoint.resume_hint(out_dir)}", code=130)

@@ -226,7 +226,6 @@ def test_overwrite_replaces_the_run(run_copy):
     assert "zero_var_frac" not in log[1] and "kl" not in log[1]  # a group of one; no KL computed
 
 
-@pytest.mark.xfail(strict=True, reason="needs the train.py diff in notes/faults.md (clear_run after the checks)")
 def test_overwrite_with_a_bad_model_keeps_the_old_run(run_copy, tmp_path, capsys):
     before = snapshot(run_copy)
     fails(capsys, train_main, run_copy, "--overwrite=True", f"--init_from={tmp_path / 'typo'}")
@@ -528,7 +527,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs the train.py __main__ diff in notes/faults.md (die + resume_hint)")
 def test_ctrl_c_is_one_line_that_names_no_missing_checkpoint(tmp_path):
     script = tmp_path / "interrupt.py"
     script.write_text(INTERRUPT.format(root=ROOT))
@@ -554,7 +552,6 @@ def test_evaluate_bad_arguments(argv, says, monkeypatch, capsys):
     assert says in fails(capsys, evaluate_main, monkeypatch, f"--init_from={TINY}", *argv)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the evaluate.py diff in notes/faults.md (checks before evaluating)")
 @pytest.mark.parametrize("argv, says", [(["--max_new_tokens=100"], "max_position_embeddings"),
                                         (["--device=xpu"], "device='xpu'"), (["--out=."], "is a directory")])
 def test_evaluate_refuses_what_would_fail_or_mislead_before_evaluating(argv, says, monkeypatch, capsys):
@@ -577,7 +574,6 @@ def test_evaluate_docstring_example_on_a_run_directory(base_run, tmp_path, monke
     assert len(found) == 1 and json.load(open(found[0]))["test"]["pass@1"] >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs the evaluate.py diff in notes/faults.md (checkpoint.model_dir)")
 def test_evaluate_a_run_killed_between_renames_and_keep_the_result_out_of_ckpt(run_copy, monkeypatch):
     os.rename(run_copy / "ckpt", run_copy / "ckpt.old")  # ckpt.old is the run's checkpoint
     evaluate_main(monkeypatch, f"--init_from={run_copy}", "--n_samples=1", "--splits=test", "--max_new_tokens=4")

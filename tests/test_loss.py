@@ -122,3 +122,16 @@ def test_k3_by_hand_and_the_clamp():
     assert kl_penalty(torch.tensor([-15.0]), torch.tensor([0.0]), "k3", clamp=10.0).item() == 10.0  # verl's bound
     assert kl_penalty(torch.tensor([3.0]), torch.tensor([0.0]), "k1", clamp=2.0).item() == 2.0
     assert kl_penalty(torch.tensor([-3.0]), torch.tensor([0.0]), "k1", clamp=2.0).item() == -2.0
+
+
+@pytest.mark.parametrize("kind, level", [("ppo", "token"), ("ppo", "sequence"), ("cispo", "token")])
+@pytest.mark.parametrize("bad", [float("-inf"), float("nan")])
+def test_masked_positions_reach_neither_the_loss_nor_the_gradient(kind, level, bad):
+    logprobs = torch.log(torch.tensor([[0.5, 0.25, 0.8, 1.0], [0.1, 1.0, 1.0, 1.0]]))
+    old = logprobs.clone()
+    logprobs[0, 3], old[1, 2] = bad, bad  # masked positions (M is 0 there)
+    x = logprobs.requires_grad_()
+    pg, _ = policy_gradient(x, old, torch.tensor([[2.0], [-1.0]]).expand(2, 4), M, kind=kind, ratio_level=level)
+    loss = aggregate(pg, M, "token_mean", 4, 2, 8)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
