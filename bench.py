@@ -3,11 +3,19 @@ Throughput of nanoRFT's sampler and update, side by side with transformers on th
 
     python bench.py                 # CPU, fp32, 1 thread: the figures in the README
     python bench.py --device=cuda --dtype=bfloat16 --threads=0
+    python bench.py --gsm8k         # only the GSM8K-like update (about a minute on one CPU thread)
     python bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
-max_new_tokens per row (no stop token), so they do the same work. Figures are medians of rounds.
+max_new_tokens per row (no stop token), so they do the same work; the update takes the whole batch
+at once. (3) The update alone at a GSM8K-like shape: a random Qwen2 with Qwen2.5's 152k vocabulary,
+16 responses of mixed lengths to prompts of 60-200 tokens, micro-batches of 8 as in the paper configs.
+The update is train.update's work (micro-batches grouped by length, log-probs of the response tokens,
+backward) next to transformers' forward + backward as TRL's GRPOTrainer runs it (micro-batches in
+batch order, logits over the response columns only); tokens/s count real tokens, prompts included.
+Its peak memory is the activations and temporaries (weights and gradients excluded) that torch's
+MemTracker counts over one update. Figures are medians of rounds.
 
 --memory runs one update micro-batch of each paper model under FakeTensorMode (shapes and dtypes,
 no weights, no arithmetic) on the CPU with bf16 autocast, and torch's MemTracker adds up the
@@ -21,28 +29,31 @@ import tempfile
 import time
 
 import torch
+from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import flash
-from model import Transformer, read_hf_config, token_logprobs
-from rollout import generate
+from model import Transformer, kv_cache_bytes, positions, token_logprobs
+from rollout import Rollout, generate
 
 
-def timeit(fns, device, repeat):
-    """Median wall time of each function over `repeat` rounds; within a round the functions run back to
-    back, so drift in the load of a shared machine hits them alike."""
-    for fn in fns:
+def timeit(fns, device, repeat, warmup=True):
+    """Median time of each function over `repeat` rounds; within a round the functions run back to back, so
+    drift in the load of a shared machine hits them alike. On a CPU with one thread the clock is the process's
+    CPU time, which other processes' load does not inflate; otherwise wall time."""
+    clock = time.process_time if device == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
+    for fn in fns if warmup else ():
         fn()  # warm-up: allocator, kernels, lazy inits
     times = [[] for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            if device == "cuda":
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            t = time.perf_counter()
+            t = clock()
             fn()
-            if device == "cuda":
+            if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            times[i].append(time.perf_counter() - t)
+            times[i].append(clock() - t)
     return [statistics.median(t) for t in times]
 
 
@@ -67,27 +78,108 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     n_tok = n_prompts * n * new_tokens
     t_ours, t_hf = timeit([ours_gen, hf_gen], args.device, args.repeat)
 
-    # update: forward + backward of the response log-probs over the whole rollout batch
-    seqs = ours_gen().tokens
-    valid = torch.ones_like(seqs, dtype=torch.bool)
-
-    def ours_step():
-        with amp():
-            lp, _ = token_logprobs(ours, seqs, valid)
-        lp.sum().backward()
-
-    def hf_step():
-        logp = torch.log_softmax(hf(seqs).logits[:, :-1].float(), -1)
-        logp.gather(-1, seqs[:, 1:, None]).sum().backward()
-
-    u_ours, u_hf = timeit([ours_step, hf_step], args.device, args.repeat)
-    u_tok = seqs.numel()
     print(f"\n{name}: {sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params, {n_prompts} prompts x "
           f"{n} samples, {prompt_len} prompt + {new_tokens} new tokens")
     print(f"  sampler  nanoRFT {n_tok / t_ours:10.0f} tok/s   transformers generate() {n_tok / t_hf:10.0f} tok/s"
           f"   ratio {t_hf / t_ours:.2f}x")
-    print(f"  update   nanoRFT {u_tok / u_ours:10.0f} tok/s   transformers forward+backward {u_tok / u_hf:6.0f} tok/s"
+    bench_update(ours, hf, ours_gen(), len(prompts) * n, amp, args, args.repeat)  # the whole batch at once
+
+
+def micro_batches(valid, size):
+    """Row ids (m,) grouped by real length into micro-batches of `size`, each with the column span (a slice) its
+    rows' tokens occupy, so a micro-batch pads little. Mirrors train.update's grouping (train.micro_batches)."""
+    out = []
+    for ids in valid.sum(1).argsort(stable=True).split(size):
+        cols = valid[ids].any(0).nonzero().flatten()
+        out.append((ids, slice(int(cols[0]), int(cols[-1]) + 1)))
+    return out
+
+
+def ours_update(model, rows, micro_batch, amp):
+    """What train.update runs on a minibatch, one function per micro-batch: grouped by length, the response
+    tokens' log-probs, backward."""
+    def step(ids, cols):
+        with amp():
+            logprobs, _ = token_logprobs(model, rows.tokens[ids][:, cols], rows.valid[ids][:, cols],
+                                         rows.mask[ids][:, cols])
+        logprobs.sum().backward()
+    return [lambda ids=ids, cols=cols: step(ids, cols) for ids, cols in micro_batches(rows.valid, micro_batch)]
+
+
+def hf_update(model, rows, micro_batch, amp):
+    """The same with transformers, as TRL's GRPOTrainer runs it: micro-batches in batch order at the batch's
+    width, logits only over the response columns (logits_to_keep), log-probs by logsumexp."""
+    P = int(rows.mask.any(0).nonzero()[0])  # the first response column
+
+    def step(ids):
+        tokens, valid, mask = rows.tokens[ids], rows.valid[ids], rows.mask[ids]
+        with amp():
+            logits = model(tokens, attention_mask=valid.long(), position_ids=positions(valid),
+                           logits_to_keep=tokens.size(1) - P + 1).logits[:, :-1].float()  # (b, R, V)
+        logprobs = logits.gather(-1, tokens[:, P:, None]).squeeze(-1) - logits.logsumexp(-1)  # (b, R)
+        (logprobs * mask[:, P:]).sum().backward()
+    return [lambda ids=ids: step(ids) for ids in torch.arange(rows.tokens.size(0)).split(micro_batch)]
+
+
+def measured_peak(step, model, device):
+    """Bytes alive at the peak of step() beyond weights and gradients, as torch's MemTracker counts real tensors
+    (tracemalloc does not see torch's CPU allocations; --memory makes the same count with fake tensors)."""
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with tracker:
+        step()
+    peak = next(v for k, v in tracker.get_tracker_snapshot("peak").items() if k.type == device.split(":")[0])
+    return sum(v for k, v in peak.items() if k != "Total" and k.value in ("Activation", "Temp", "Other"))
+
+
+def bench_update(ours, hf, rows, micro_batch, amp, args, repeat):
+    """Print the update's real tokens/s and peak memory, nanoRFT next to transformers, on the same rows.
+    The peak is the largest micro-batch's: only gradients outlive a micro-batch."""
+    ours_steps, hf_steps = ours_update(ours, rows, micro_batch, amp), hf_update(hf, rows, micro_batch, amp)
+    m_ours = max(measured_peak(f, ours, args.device) for f in ours_steps)  # doubles as the warm-up
+    m_hf = max(measured_peak(f, hf, args.device) for f in hf_steps)
+    u_ours, u_hf = timeit([lambda: [f() for f in ours_steps], lambda: [f() for f in hf_steps]], args.device, repeat,
+                          warmup=False)
+    real = int(rows.valid.sum())
+    print(f"  update   nanoRFT {real / u_ours:10.0f} tok/s   transformers forward+backward {real / u_hf:6.0f} tok/s"
           f"   ratio {u_hf / u_ours:.2f}x")
+    print(f"  update peak memory (activations)   nanoRFT {m_ours / 2 ** 20:7.0f} MiB   transformers "
+          f"{m_hf / 2 ** 20:7.0f} MiB   ratio {m_hf / m_ours:.2f}x")
+
+
+def gsm8k_rows(vocab, prompts, n, seed=0):
+    """Rollout rows shaped like a GSM8K step's: prompts of 60-200 tokens, n responses to each of 20-200 tokens
+    (well below the paper's max_new_tokens=1024: most stop early), left-padded and trimmed to the longest
+    response as rollout.generate returns them; random token ids (the update's cost does not depend on them)."""
+    g = torch.Generator().manual_seed(seed)
+    prompt_lens = torch.randint(60, 201, (prompts,), generator=g).repeat_interleave(n)  # (N,)
+    response_lens = torch.randint(20, 201, (prompts * n,), generator=g)  # (N,)
+    P, R = int(prompt_lens.max()), int(response_lens.max())
+    col = torch.arange(P + R)
+    mask = (col >= P) & (col < P + response_lens[:, None])  # (N, P+R)
+    valid = mask | ((col >= P - prompt_lens[:, None]) & (col < P))
+    tokens = torch.randint(3, vocab, valid.shape, generator=g).masked_fill(~valid, 0)
+    return Rollout(tokens, mask, torch.zeros(valid.shape), valid, torch.ones(len(valid), dtype=torch.bool))
+
+
+def bench_gsm8k(args, repeat=2):
+    """The update at a GSM8K-like shape, small enough for a CPU: a random Qwen2 with Qwen2.5's vocabulary."""
+    dt = dict(float32=torch.float32, bfloat16=torch.bfloat16)[args.dtype]
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    with tempfile.TemporaryDirectory() as d:
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+        ours = Transformer.from_pretrained(d, dtype=dt, device=args.device).train()
+        hf = AutoModelForCausalLM.from_pretrained(d, dtype=dt).to(args.device).train()
+    rows = Rollout(*(x.to(args.device) for x in gsm8k_rows(cfg.vocab_size, prompts=2, n=8)))
+    amp = lambda: torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.dtype == "bfloat16")
+    lens = rows.mask.sum(1)
+    print(f"\nGSM8K-like update: random Qwen2, {sum(p.numel() for p in ours.parameters()) / 1e6:.0f}M params "
+          f"(vocab {cfg.vocab_size}, {cfg.num_hidden_layers} layers), {rows.tokens.size(0)} rows of "
+          f"{int(rows.valid.sum())} real tokens ({int(lens.sum())} in responses of {int(lens.min())}-{int(lens.max())}),"
+          f" batch width {rows.tokens.size(1)}, micro-batches of 8")
+    bench_update(ours, hf, rows, 8, amp, args, repeat)
 
 
 # config.json numbers of the paper's three models (from their hub pages), so no download is needed
@@ -157,8 +249,7 @@ def memory(micro_batch=8, prompts=32, rollouts=8, prompt_len=512, new_tokens=102
     for name, hf in PAPER_MODELS.items():
         with torch.device("meta"):
             n = sum(p.numel() for p in Transformer(hf).parameters())
-        cfg = read_hf_config(hf)
-        kv = 2 * cfg["n_layer"] * cfg["n_kv_head"] * cfg["head_dim"] * 2 * prompts * rollouts * T  # k and v, bf16
+        kv = kv_cache_bytes(hf, prompts * rollouts, T, torch.bfloat16)
         acts = [update_peak(hf, micro_batch, T, ckpt) for ckpt in (False, True)]
         print(f"{name:<25}{n / 1e9:>7.2f}B{16 * n / gib:>20.1f} {kv / gib:>9.1f}{(16 * n + acts[0]) / gib:>9.1f}"
               f"{(16 * n + acts[1]) / gib:>22.1f}{(16 * n + step_peak(hf)) / gib:>12.1f}")
@@ -238,6 +329,7 @@ def main():
     p.add_argument("--repeat", type=int, default=15, help="timed rounds; medians are reported")
     p.add_argument("--compile", action="store_true", help="torch.compile nanoRFT's model")
     p.add_argument("--memory", action="store_true", help="estimate the paper models' GPU memory instead")
+    p.add_argument("--gsm8k", action="store_true", help="only the update at the GSM8K-like shape")
     p.add_argument("--rewards", action="store_true", help="reward.score's speed per grader, next to math-verify's")
     args = p.parse_args()
     if args.rewards:
@@ -246,6 +338,8 @@ def main():
         return memory()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gsm8k:
+        return bench_gsm8k(args)
     torch.manual_seed(0)
     use_flash = flash.flash_attn_with_kvcache is not None and args.device.startswith("cuda") \
         and args.dtype == "bfloat16"
@@ -257,6 +351,7 @@ def main():
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
         AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
         bench_shape("~3M Qwen2", d, 64, 1, 32, 64, args)
+    bench_gsm8k(args)
 
 
 if __name__ == "__main__":

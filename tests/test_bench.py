@@ -1,8 +1,9 @@
-"""bench.py --memory's estimate (FakeTensorMode: shapes only) equals a measurement on real tensors."""
+"""bench.py: the --memory estimate (FakeTensorMode: shapes only) equals a measurement on real tensors; the
+GSM8K-like rows look like rollouts; the update's grouping by length changes nothing but the summation order."""
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from bench import step_peak, update_peak
+from bench import gsm8k_rows, micro_batches, ours_update, step_peak, update_peak
 from model import Transformer
 
 TINY = dict(model_type="qwen2", vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -52,3 +53,43 @@ def test_optimizer_step_estimate_equals_real_measurement():
     real = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"] - 16 * n
     assert step_peak(TINY) == real
     assert 0 < real < 16 * n  # foreach temporaries: a few bytes per parameter, not another copy of everything
+
+
+def test_gsm8k_rows_are_shaped_like_rollouts():
+    rows = gsm8k_rows(vocab=97, prompts=3, n=4)
+    prompt_lens = (rows.valid & ~rows.mask).sum(1)
+    response_lens = rows.mask.sum(1)
+    P = int(prompt_lens.max())
+    assert rows.tokens.size(1) == P + int(response_lens.max())  # trimmed to the longest response
+    assert (prompt_lens.view(3, 4) == prompt_lens.view(3, 4)[:, :1]).all()  # n responses to one prompt
+    assert ((60 <= prompt_lens) & (prompt_lens <= 200)).all() and ((20 <= response_lens) & (response_lens <= 200)).all()
+    assert not rows.mask[:, :P].any() and (rows.mask <= rows.valid).all() and (rows.tokens[~rows.valid] == 0).all()
+    for row in rows.valid:  # real tokens: one contiguous run per row, prompt then response
+        cols = row.nonzero().flatten()
+        assert cols[-1] - cols[0] + 1 == len(cols)
+
+
+def test_micro_batches_take_rows_by_length_and_cover_their_tokens():
+    rows = gsm8k_rows(vocab=97, prompts=3, n=4)
+    groups = micro_batches(rows.valid, 5)
+    assert sorted(torch.cat([ids for ids, _ in groups]).tolist()) == list(range(12))  # every row once
+    assert [len(ids) for ids, _ in groups] == [5, 5, 2]
+    lengths = [rows.valid[ids].sum(1) for ids, _ in groups]
+    assert all(a.max() <= b.min() for a, b in zip(lengths, lengths[1:]))  # shortest rows first
+    for ids, cols in groups:  # the span holds all the rows' real tokens and starts and ends on one
+        assert rows.valid[ids][:, cols].sum() == rows.valid[ids].sum()
+        assert rows.valid[ids][:, cols][:, [0, -1]].any(0).all()
+
+
+def test_update_in_grouped_micro_batches_has_the_whole_batchs_gradient():
+    torch.manual_seed(0)
+    model = Transformer(TINY)
+    rows = gsm8k_rows(vocab=97, prompts=2, n=3)
+    grads = []
+    for size in (6, 4):  # one micro-batch of all rows, or two grouped by length
+        model.zero_grad()
+        for step in ours_update(model, rows, size, torch.enable_grad):
+            step()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # float summation order only
