@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reward import GRADERS, extract_gsm8k, last_boxed, math_equal, normalize_math, score
+from math_equal import math_equal, normalize_math
+from reward import GRADERS, extract_gsm8k, last_boxed, score
 
 TASKS = ["arith", "gsm8k", "math"]
 

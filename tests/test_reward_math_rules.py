@@ -2,7 +2,8 @@
 here by a case it must accept and a case it must reject (the corpus test checks them all at scale)."""
 import pytest
 
-from reward import math_equal, score
+from math_equal import math_equal
+from reward import score
 
 # nanoRFT's MATH equivalences, one named rule each: a case it must accept and one it must reject
 MATH_RULES = [  # (prediction, ground truth, expected)
