@@ -338,13 +338,13 @@ def main():
         return memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.gsm8k:
-        return bench_gsm8k(args)
     torch.manual_seed(0)
     use_flash = flash.flash_attn_with_kvcache is not None and args.device.startswith("cuda") \
         and args.dtype == "bfloat16"
     print(f"torch {torch.__version__}, device {args.device}, {args.dtype}, {torch.get_num_threads()} thread(s), "
           f"attention: {'flash-attn' if use_flash else 'PyTorch SDPA'}")
+    if args.gsm8k:
+        return bench_gsm8k(args)
     bench_shape("tiny-arith policy", "assets/tiny-arith", 32, 8, 8, 8, args)
     with tempfile.TemporaryDirectory() as d:
         cfg = Qwen2Config(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
