@@ -229,9 +229,8 @@ class Transformer(nn.Module):
         if not os.path.isfile(config):
             die(f"{config} is missing: a model directory needs the config.json that save_pretrained writes")
         try:
-            with open(config, "rb") as f:
-                hf = json.loads(f.read().decode("utf-8"))
-            model = cls(hf)
+            with open(config, encoding="utf-8") as f:
+                model = cls(json.load(f))
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON, bad UTF-8, missing numbers
             die(f"{config} is not a transformers model config ({type(e).__name__}: {first_line(e)}): "
                 f"copy the base model's config.json or save the model again")
@@ -295,8 +294,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 
 
 def load_tokenizer(path):
-    """The Hugging Face tokenizer saved with a model (a local directory or hub id), or one line saying what is
-    missing (exit 2)."""
+    """The Hugging Face tokenizer saved with a model (a directory or hub id), or one line saying what is wrong."""
     from transformers import AutoTokenizer
     path = resolve(path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
@@ -321,9 +319,9 @@ def positions(valid):
 
 class ChunkedHead(torch.autograd.Function):
     """h (n, D) final hidden states -> log-probs of targets (n,) and entropies (n,) under softmax(h W^T / T), in
-    fp32, LOGIT_CHUNK logits at a time and keeping none: backward recomputes each chunk's logits from h and the
-    saved log-normalizers (as Liger-Kernel's fused linear cross-entropy). With a 150k vocabulary the logits are
-    most of the update's memory and time; autograd would keep them twice and scatter into a zeroed (n, V)."""
+    fp32, at most LOGIT_CHUNK logits at a time. Backward writes d/dlogits = onehot - p itself; with several
+    chunks it recomputes each one's probabilities from h and the log-normalizers (as Liger-Kernel's fused linear
+    cross-entropy), so memory stays at about one chunk. In place: each pass over a chunk costs about a matmul."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, temperature, entropy_grad):
@@ -332,11 +330,17 @@ class ChunkedHead(torch.autograd.Function):
         ctx.temperature, ctx.entropy_grad = temperature, entropy_grad
         out = h.new_zeros(3, len(h), dtype=torch.float32)  # log-probs, entropies, log-normalizers
         for i in range(0, len(h), ctx.chunk):
-            z = F.linear(h[i:i + ctx.chunk], weight).float() / temperature  # (c, V)
-            lse = z.logsumexp(-1)  # (c,)
-            out[0, i:i + ctx.chunk] = z.gather(-1, targets[i:i + ctx.chunk, None]).squeeze(-1) - lse
-            out[1, i:i + ctx.chunk] = lse - ((z - lse[:, None]).exp() * z).sum(-1)  # -sum p log p
-            out[2, i:i + ctx.chunk] = lse
+            s = slice(i, i + ctx.chunk)
+            z = scaled_logits(h[s], weight, temperature)  # (c, V)
+            top = z.amax(-1, keepdim=True)  # (c, 1)
+            target = z.gather(-1, targets[s, None]).squeeze(-1)
+            e = z.sub_(top).exp()  # (c, V) unnormalized probabilities; z keeps the logits minus their max
+            total = e.sum(-1)
+            out[0, s] = target - top.squeeze(-1) - total.log()  # log p(target) = z_t - logsumexp(z)
+            out[1, s] = total.log() - torch.linalg.vecdot(e, z) / total  # entropy = -sum p log p
+            out[2, s] = top.squeeze(-1) + total.log()
+        keep = 0 < len(h) <= ctx.chunk and any(ctx.needs_input_grad[:2])  # one chunk: keep it, skip the recompute
+        ctx.probs = e.div_(total[:, None]) if keep else None
         logprobs, entropy, lse = out
         ctx.save_for_backward(h, weight, targets, lse, entropy)
         if not entropy_grad:  # no graph through the entropy unless a loss term uses it
@@ -350,15 +354,24 @@ class ChunkedHead(torch.autograd.Function):
         grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
         for i in range(0, len(h), ctx.chunk):
             s = slice(i, i + ctx.chunk)
-            logp = F.linear(h[s].to(ctx.dtype), w).float().div_(ctx.temperature).sub_(lse[s, None])  # (c, V)
-            p = logp.exp()
-            g = (-p * grad_logprobs[s, None]).scatter_add_(-1, targets[s, None], grad_logprobs[s, None])  # onehot - p
-            if ctx.entropy_grad:  # d entropy / d logit = -p (log p + entropy)
-                g -= p * logp.add_(entropy[s, None]) * grad_entropy[s, None]
-            g = g.div_(ctx.temperature).to(ctx.dtype)  # d loss / d (h W^T)
+            p = ctx.probs if ctx.probs is not None else \
+                scaled_logits(h[s].to(ctx.dtype), w, ctx.temperature).sub_(lse[s, None]).exp_()  # (c, V)
+            ctx.probs = None
+            g_lp = grad_logprobs[s, None] / ctx.temperature  # (c, 1): z = logits / T
+            if ctx.entropy_grad:  # d entropy / dz = -p (log p + entropy)
+                g = p * p.log().add_(entropy[s, None]).mul_(-grad_entropy[s, None] / ctx.temperature).sub_(g_lp)
+            else:
+                g = p.mul_(-g_lp)
+            g = g.scatter_add_(-1, targets[s, None], g_lp).to(ctx.dtype)  # d log p_t / dz = onehot(t) - p
             grad_h[s] = (g @ w).to(h.dtype)
             grad_w += (g.t() @ h[s].to(ctx.dtype)).to(weight.dtype)
         return grad_h, grad_w, None, None, None
+
+
+def scaled_logits(h, weight, temperature):
+    """h (c, D) -> fp32 logits / temperature (c, V), scaled in place."""
+    z = F.linear(h, weight).float()
+    return z.div_(temperature) if temperature != 1.0 else z
 
 
 def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False):
