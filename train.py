@@ -194,9 +194,9 @@ def main():
         if main_rank and step % log_interval == 0:
             say(console_line(line))
         if step % eval_interval == 0 or step == max_steps:
-            evals, eval_samples_ = run_eval(policy, tok, eval_sets, step)
+            evals, eval_shown = run_eval(policy, tok, eval_sets, step)
             line.update(evals)
-            samples += eval_samples_
+            samples += eval_shown
             state.update(step=step, elapsed=time.time() - t_start)
             if main_rank:
                 say(eval_line(line))

@@ -158,6 +158,16 @@ def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast
     assert not ChunkedHead.apply(h.requires_grad_(), w, targets, 1.0, False)[1].requires_grad  # no entropy graph
 
 
+def test_a_batch_without_response_tokens_scores_nothing(tmp_path):
+    """E.g. DDP's all-padding row alone in a micro-batch: zeros, and a backward that runs."""
+    path, _ = tiny_hf("qwen2", tmp_path)
+    m = Transformer.from_pretrained(path).train()
+    tokens, valid = padded_batch()
+    lp, ent = token_logprobs(m, tokens, valid, torch.zeros_like(valid), entropy_grad=True)
+    assert lp.shape == ent.shape == (3, 10) and not lp.any() and not ent.any()
+    (lp.sum() + ent.sum()).backward()
+
+
 def test_bad_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         Transformer.from_pretrained(str(tmp_path / "nope"))
