@@ -27,7 +27,10 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
     if old_logprobs is None:
         # REINFORCE (Williams 1992): the gradient of -A * log pi(y) is the policy gradient. The minimalist
         # baseline is exactly this with A = the raw reward. PPO, GSPO and CISPO all reduce to it on-policy.
+        # EXERCISE reinforce: return the per-token REINFORCE loss (N, T) and dict(clipfrac=0.0)
+        # (tests: tests/test_loss.py -k reinforce)
         return -advantages * logprobs, dict(clipfrac=0.0)
+        # END EXERCISE
 
     # Off-policy (ppo_epochs > 1 or minibatches > 1): all but the first minibatch were sampled by an older
     # policy, so each token is reweighted by the importance ratio pi / pi_old, and clipped so the update stays
