@@ -63,10 +63,13 @@ def aggregate(x, mask, loss_agg, n_tokens, n_seqs, max_new_tokens):
     x = torch.where(mask > 0, x, 0.0)
     if loss_agg == "token_mean":  # every token weighs the same (DAPO; verl's token-mean, the paper's)
         return x.sum() / n_tokens
+    # EXERCISE aggregate: the sequence-level aggregations seq_mean_token_mean (original GRPO) and seq_sum_norm
+    # (Dr. GRPO) (tests: tests/test_loss.py -k "aggregations and seq_")
     if loss_agg == "seq_mean_token_mean":  # every response weighs the same (original GRPO)
         return (x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs
     if loss_agg == "seq_sum_norm":  # a constant normalizer, so no length bias (Dr. GRPO)
         return x.sum() / (n_seqs * max_new_tokens)
+    # END EXERCISE
     raise ValueError(f"unknown loss_agg {loss_agg!r}; expected one of {AGGREGATIONS}")
 
 
