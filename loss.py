@@ -46,6 +46,8 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
         # and stop its gradient, so no token loses its gradient (PPO zeroes the clipped ones)
         clipfrac = ((clipped != ratio).float() * mask).sum().item()
         return -clipped.detach() * advantages * logprobs, dict(clipfrac=clipfrac)
+    # EXERCISE ppo_clip: return PPO's clipped loss (N, T) from ratio and clipped, bounded by dual-clip when
+    # dual_clip > 0, and dict(clipfrac=number of masked tokens the clip decided) (tests: tests/test_loss.py -k test_ppo)
     surrogate = -advantages * ratio  # PPO (Schulman et al. 2017): the pessimistic max of the two surrogates
     surrogate_clipped = -advantages * clipped
     loss = torch.maximum(surrogate, surrogate_clipped)
@@ -53,6 +55,7 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
         loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
     clipfrac = ((surrogate_clipped > surrogate).float() * mask).sum().item()
     return loss, dict(clipfrac=clipfrac)
+    # END EXERCISE
 
 
 def aggregate(x, mask, loss_agg, n_tokens, n_seqs, max_new_tokens):
