@@ -86,7 +86,10 @@ def kl_penalty(logprobs, ref_logprobs, estimator="k3", clamp=0.0):
     elif estimator == "k2":  # biased, low variance
         kl = 0.5 * log_ratio ** 2
     elif estimator == "k3":  # unbiased and >= 0 (GRPO; verl's low_var_kl): r - 1 - log r with r = ref / policy
+        # EXERCISE k3: kl (N, T), Schulman's k3 estimate of KL(policy || reference) at each token, from log_ratio
+        # (tests: tests/test_loss.py -k "kl_estimators or k3")
         kl = torch.exp(-log_ratio) - 1 + log_ratio
+        # END EXERCISE
     else:
         raise ValueError(f"unknown kl_estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
     return kl.clamp(-clamp, clamp) if clamp > 0 else kl
