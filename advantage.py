@@ -32,8 +32,11 @@ def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, 
     if estimator == "none":  # the minimalist bandit baseline: the raw outcome reward (REINFORCE)
         return r.clone()
     if estimator == "grpo":  # GRPO (Shao et al. 2024, DeepSeekMath): group z-score
+        # EXERCISE grpo: return GRPO's advantages (B, n): each reward's z-score within its prompt's group, with
+        # the conventions above (tests: tests/test_advantage.py -k test_grpo)
         mean, std = group_stats(r)
         return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))
+        # END EXERCISE
     if estimator == "dr_grpo":  # Dr. GRPO (Liu et al. 2025): centre on the group mean, no std division
         return torch.where(all_equal(r), 0.0, r - group_stats(r)[0])
     if estimator == "rloo":  # RLOO (Ahmadian et al. 2024): baseline = mean of the group's *other* rewards
