@@ -32,8 +32,8 @@ def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, 
     if estimator == "none":  # the minimalist bandit baseline: the raw outcome reward (REINFORCE)
         return r.clone()
     if estimator == "grpo":  # GRPO (Shao et al. 2024, DeepSeekMath): group z-score
-        # EXERCISE grpo: return GRPO's advantages (B, n): each reward's z-score within its prompt's group, with
-        # the conventions above (tests: tests/test_advantage.py -k test_grpo)
+        # EXERCISE grpo: return GRPO's advantages (B, n): each reward's z-score within its prompt's group, under
+        # the module docstring's conventions (tests: tests/test_advantage.py -k test_grpo)
         mean, std = group_stats(r)
         return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))
         # END EXERCISE
@@ -43,7 +43,10 @@ def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, 
         n = r.size(1)
         if n < 2:
             raise ValueError("rloo needs at least 2 rollouts per prompt")
+        # EXERCISE rloo: return RLOO's advantages (B, n): each reward minus the mean of its group's other rewards
+        # (tests: tests/test_advantage.py -k rloo)
         return torch.where(all_equal(r), 0.0, r - (r.sum(1, keepdim=True) - r) / (n - 1))
+        # END EXERCISE
     if estimator == "batch":  # REINFORCE++ (Hu 2025): z-score against the whole batch, not the group
         mean, std = group_stats(r.reshape(1, -1))
         return torch.where(all_equal(r.reshape(1, -1)), 0.0, (r - mean) / (std + eps))
