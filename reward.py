@@ -87,6 +87,8 @@ _GSM_NUMBER = re.compile(r"(?<![0-9.])-?(?:\$\s?)?-?(?:[0-9][0-9,]*(?:\.[0-9]+)?
 
 def extract_gsm8k(text, strict=True):
     """The answer number as a cleaned string, or None if there isn't one."""
+    # EXERCISE gsm8k: return the number right after the last '####' (strict) or the last number (not strict),
+    # via _GSM_NUMBER and _clean_number, or None (tests: tests/test_reward.py -k "test_gsm8k or extract_gsm8k")
     if strict:
         i = text.rfind("####")
         if i < 0:
@@ -97,6 +99,7 @@ def extract_gsm8k(text, strict=True):
         for m in _GSM_NUMBER.finditer(text):
             pass  # keep the last one
     return _clean_number(m.group()) if m else None
+    # END EXERCISE
 
 
 def _score_gsm8k(completion, answer, strict):
