@@ -23,9 +23,12 @@ TRAINED_SAMPLES = 16  # with this many responses per problem, so that one proble
 
 def pass_at_k(n, c, k):
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021, Codex): 1 - C(n-c, k) / C(n, k)."""
+    # EXERCISE pass_at_k: return the probability that k of the n samples, drawn without replacement, hold a
+    # correct one (tests: tests/test_evaluate.py -k pass_at_k)
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    # END EXERCISE
 
 
 @torch.no_grad()
