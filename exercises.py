@@ -1,0 +1,242 @@
+"""
+Classroom exercises that reuse the real code. A region of one of nanoRFT's own files is marked
+
+    # EXERCISE grpo: GRPO's group z-score advantage (tests: tests/test_advantage.py -k test_grpo)
+    <the solution: whole statements>
+    # END EXERCISE
+
+and this tool makes a student copy of the repo with chosen regions replaced by a `raise NotImplementedError`
+that says what to write and which test checks it. So there is one source of truth: the tests that check the
+student are the tests that check the project (tests/test_exercises.py strips each region and sees them fail).
+
+    python exercises.py list                               # the worksheet's exercises, in order
+    python exercises.py strip grpo rloo --out ../student   # a copy with those regions stripped ("all": every one)
+    cd ../student && python exercises.py check grpo        # run grpo's tests there: pass or fail, with a hint
+
+EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
+"""
+import ast
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+from configurator import die
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# the worksheet's order (EXERCISES.md): the step's core first, then the pieces around it, then the machinery
+ORDER = ("reinforce", "grpo", "rloo", "aggregate", "gsm8k", "coverage_regret", "pass_at_k", "ppo_clip", "k3",
+         "top_p", "kv_decode", "rope")
+BEGIN = re.compile(r"^(\s*)# EXERCISE ([a-z0-9_]+): (.*)$")
+HEADER = re.compile(r"^(.+) \(tests: (.+)\)$")  # the header's text, continued on comment lines if long
+END = re.compile(r"^\s*# END EXERCISE\s*$")
+FORM = "'# EXERCISE name: what to do (tests: tests/test_x.py -k EXPRESSION)' ... '# END EXERCISE'"
+
+
+class Exercise:
+    """One marked region: lines[begin] is its EXERCISE line, lines[end] its END line (0-based); the solution is
+    lines[body:end]."""
+
+    def __init__(self, name, what, tests, path, begin, body, end, function):
+        self.name, self.what, self.tests = name, what, tests  # tests: pytest arguments, [files..., "-k", expr]
+        self.path, self.begin, self.body, self.end, self.function = path, begin, body, end, function
+
+    def command(self):
+        return "python -m pytest -q " + shlex.join(self.tests)
+
+
+def source_files(root=ROOT):
+    """The repo's Python files that may hold markers: those at the top level (tests/ holds none)."""
+    return sorted(f for f in os.listdir(root) if f.endswith(".py") and f != "exercises.py")
+
+
+def parse(path, text):
+    """The exercises marked in one file's text. A malformed marker raises ValueError naming its line."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        if END.match(line):
+            raise ValueError(f"{path}:{i + 1}: END EXERCISE without an EXERCISE line before it")
+        begin = BEGIN.match(line)
+        if not begin:
+            if "# EXERCISE" in line or "# END EXERCISE" in line:
+                raise ValueError(f"{path}:{i + 1}: malformed marker, expected {FORM}: {line.strip()}")
+            i += 1
+            continue
+        start, indent, name, header = i, begin[1], begin[2], begin[3]
+        while not HEADER.match(header):  # a long header goes on over comment lines at the same indentation
+            i += 1
+            if i == len(lines) or not lines[i].startswith(indent + "# ") or BEGIN.match(lines[i]) \
+                    or END.match(lines[i]):
+                raise ValueError(f"{path}:{start + 1}: exercise {name!r}: the header must end with "
+                                 f"'(tests: tests/test_x.py -k EXPRESSION)', as in {FORM}")
+            header += " " + lines[i][len(indent) + 2:].strip()
+        body = i + 1
+        end = next((j for j in range(body, len(lines)) if END.match(lines[j]) or BEGIN.match(lines[j])), None)
+        if end is None or not END.match(lines[end]):
+            raise ValueError(f"{path}:{start + 1}: exercise {name!r} has no END EXERCISE before the next marker")
+        code = [s for s in lines[body:end] if s.strip()]
+        if not code or code[0][:len(code[0]) - len(code[0].lstrip())] != indent:
+            raise ValueError(f"{path}:{start + 1}: exercise {name!r}: the region must hold code that starts at "
+                             f"the marker's indentation")
+        what, tests = HEADER.match(header).groups()
+        args = shlex.split(tests)
+        if "-k" not in args[1:-1] or len(args) != args.index("-k") + 2:
+            raise ValueError(f"{path}:{start + 1}: exercise {name!r}: tests must read "
+                             f"'tests/test_x.py [...] -k EXPRESSION', got {tests!r}")
+        out.append(Exercise(name, what, args, path, start, body, end, enclosing_function(text, body + 1)))
+        i = end + 1
+    return out
+
+
+def enclosing_function(text, lineno):
+    """Name of the innermost def around 1-based line `lineno` ('' at module level), as 'Class.method' in a class."""
+    best, best_start = "", -1
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    item.qualname = f"{node.name}.{item.name}"
+        if isinstance(node, ast.FunctionDef) and node.lineno <= lineno <= node.end_lineno \
+                and node.lineno > best_start:
+            best, best_start = getattr(node, "qualname", node.name), node.lineno
+    return best
+
+
+def find(root=ROOT):
+    """{name: Exercise} of every marked region in the repo at root, in worksheet order (unlisted ones last).
+    Raises ValueError for malformed markers, a name used twice, or a test file that does not exist."""
+    found = {}
+    for f in source_files(root):
+        with open(os.path.join(root, f), encoding="utf-8") as fh:
+            for ex in parse(f, fh.read()):
+                if ex.name in found:
+                    raise ValueError(f"exercise {ex.name!r} is marked twice: {found[ex.name].path} and {f}")
+                for t in ex.tests[:ex.tests.index("-k")]:
+                    if not os.path.isfile(os.path.join(root, t)):
+                        raise ValueError(f"{f}:{ex.begin + 1}: exercise {ex.name!r} names {t}, which does not exist")
+                found[ex.name] = ex
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
+
+
+def stripped(text, exercises):
+    """The file's text with each exercise's region (between its markers, which stay) replaced by a raise."""
+    lines = text.splitlines(keepends=True)
+    for ex in sorted(exercises, key=lambda e: -e.begin):  # bottom-up, so earlier line numbers stay valid
+        first = next(s for s in lines[ex.body:ex.end] if s.strip())
+        indent = first[:len(first) - len(first.lstrip())]
+        head = f"{indent}raise NotImplementedError("
+        message = repr(f"exercise {ex.name}: {ex.what}; "), repr(f"check with: {ex.command()}")
+        lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
+    return "".join(lines)
+
+
+def repo_files(root):
+    """Files of the repo to copy: git's tracked and untracked-but-not-ignored ones (assets/ included)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, capture_output=True,
+                             check=True).stdout.decode()
+        files = [f for f in out.split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. a student copy): every file
+        files = []
+        for d, dirs, fs in os.walk(root):
+            dirs[:] = [x for x in dirs if x not in (".git", "out", "__pycache__", ".pytest_cache", ".hypothesis")]
+            files += [os.path.relpath(os.path.join(d, f), root) for f in fs if not f.endswith(".pyc")]
+    return sorted(f for f in files if os.path.isfile(os.path.join(root, f)))
+
+
+def strip(names, out, root=ROOT):
+    """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped."""
+    exercises = find(root)
+    names = list(exercises) if names == ["all"] else names
+    unknown = [n for n in names if n not in exercises]
+    if unknown:
+        die(f"unknown exercise {unknown[0]!r}; `python exercises.py list` shows them (or use 'all')")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        die(f"--out={out} exists and is not an empty directory; choose a new directory for the student copy")
+    if os.path.abspath(out).startswith(os.path.abspath(root) + os.sep):
+        die(f"--out={out} is inside the repo; put the student copy beside it, e.g. --out=../student")
+    by_file = {}
+    for n in names:
+        by_file.setdefault(exercises[n].path, []).append(exercises[n])
+    for f in repo_files(root):
+        dst = os.path.join(out, f)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if f in by_file:
+            with open(os.path.join(root, f), encoding="utf-8") as fh:
+                text = stripped(fh.read(), by_file[f])
+            compile(text, f, "exec")  # a region inside an expression would leave code that doesn't parse
+            with open(dst, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            shutil.copy2(os.path.join(root, f), dst)
+    return [exercises[n] for n in names]
+
+
+def check(names, root=ROOT):
+    """Run each named exercise's tests in the repo at root (the student's copy); True if all pass."""
+    exercises = find(root)
+    names = list(exercises) if names == ["all"] else names
+    for n in names:
+        if n not in exercises:
+            die(f"unknown exercise {n!r}; `python exercises.py list` shows them")
+    ok = True
+    for n in names:
+        ex = exercises[n]
+        print(f"== exercise {n}: {ex.command()}", flush=True)
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ex.tests], cwd=root,
+                           capture_output=True, text=True)
+        where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
+        if p.returncode == 0:
+            print(f"PASS  {n}: its tests pass. Now run its experiment (EXERCISES.md).")
+            continue
+        ok = False
+        print(p.stdout[-4000:] + p.stderr[-2000:])
+        if f"NotImplementedError: exercise {n}:" in p.stdout:
+            print(f"FAIL  {n}: not implemented yet: replace the raise at {where} with code that does this: "
+                  f"{ex.what}")
+        else:
+            print(f"FAIL  {n}: your code at {where} runs but the tests above disagree; read their hand-computed "
+                  f"values, and the docstrings of {ex.function or ex.path} and the functions it calls")
+    return ok
+
+
+def main(argv):
+    usage = "usage: python exercises.py list | strip NAME [NAME ...] --out DIR | check NAME [NAME ...]"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\n" + usage)
+        return
+    try:
+        exercises = find()
+    except ValueError as e:
+        die(f"bad exercise marker: {e}")
+    cmd, args = argv[0], argv[1:]
+    if cmd == "list":
+        width = max(map(len, exercises), default=0)
+        for i, ex in enumerate(exercises.values(), start=1):
+            print(f"{i:2}. {ex.name:<{width}}  {ex.path}:{ex.function}  {ex.what}\n"
+                  f"    {'':<{width}}  tests: {ex.command()}")
+    elif cmd == "strip":
+        out = [a.split("=", 1)[1] for a in args if a.startswith("--out=")]
+        if "--out" in args and args.index("--out") + 1 < len(args):
+            out.append(args[args.index("--out") + 1])
+        names = [a for a in args if not a.startswith("--out") and a not in out]
+        if not out or not names:
+            die(f"strip needs exercise names and --out DIR; {usage}")
+        done = strip(names, out[0])
+        print(f"wrote a student copy to {out[0]} with {len(done)} exercise(s) to do: "
+              f"{', '.join(ex.name for ex in done)}. Start with EXERCISES.md there; "
+              f"`python exercises.py check NAME` runs an exercise's tests.")
+    elif cmd == "check":
+        if not args:
+            die(f"check needs exercise names; {usage}")
+        sys.exit(0 if check(args) else 1)
+    else:
+        die(f"unknown command {cmd!r}; {usage}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
