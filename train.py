@@ -257,9 +257,12 @@ def sample_step(policy, ref, tok, problems, draw, state):
                 advantages=advantages[mine.start:mine.stop][trained[mine.start:mine.stop, :rollouts]])
 
     # the bandit's view: prompts solved at least once so far (coverage), responses sampled but wrong (regret)
+    # EXERCISE coverage_regret: add the ids of this draw's prompts with a right response to state["solved"] (a
+    # sorted list), its wrong responses to state["regret"] (tests: tests/test_exercises.py -k coverage_and_regret)
     solved = set(state["solved"]) | {ids[i] for i in correct[grader].any(1).nonzero().flatten().tolist()}
     state["solved"] = sorted(solved)
     state["regret"] += int(correct[grader].numel() - correct[grader].sum().item())
+    # END EXERCISE
     lengths = rollout.mask.sum(1).float()
     metrics = dict(reward=rewards[:, :rollouts].mean().item(), train_acc=correct[grader][:, :rollouts].mean().item(),
                    **{f"train_acc_{g}": c[:, :rollouts].mean().item() for g, c in correct.items() if g != grader},
