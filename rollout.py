@@ -3,7 +3,8 @@ A batched, KV-cached sampler written out by hand (no transformers.generate).
 
 Prompts of different lengths are left-padded into one batch so every row writes the same cache
 position each step. Each prompt is prefilled once and its keys/values are copied to the rows
-of its n samples. The cache and all outputs are allocated once, up front.
+of its n samples. The cache and all outputs are allocated once, up front; the outputs come back
+trimmed to the longest response sampled, so the update spends nothing on columns no row reached.
 """
 from typing import NamedTuple
 
@@ -59,7 +60,8 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
              generator=None):
     """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids.
     generator: one torch.Generator for the batch, or a list of one per prompt; the latter makes each
-    prompt's samples independent of how prompts are batched or sharded across ranks."""
+    prompt's samples independent of how prompts are batched or sharded across ranks.
+    Returns a Rollout of N = len(prompts) * n rows, (N, P + R): P the longest prompt, R the longest response."""
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     N, T = B * n, P + max_new_tokens
@@ -99,7 +101,6 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
             break
         valid_keys = keys[:, :P + t + 1] if padded else None  # (N, P+t+1): the prompts' left padding stays masked
         logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], valid_keys, cache)[:, -1]
-    # trimmed to the longest response sampled: the update then spends nothing on columns no row reached
     width = P + int(mask.sum(1).max())
     return Rollout(*(x[:, :width].contiguous() for x in (tokens, mask, logprobs, valid | mask)), done)
 
