@@ -2,6 +2,7 @@
 a student copy with one exercise stripped, that exercise's tests fail with its NotImplementedError while other
 tests still pass; the baseline still trains with every exercise it does not need stripped. Also two focused tests
 for regions no other test pins (the bandit's coverage and regret) and the baseline step the copies must keep."""
+import json
 import math
 import os
 import re
@@ -142,31 +143,78 @@ def test_strip_refuses_a_non_empty_out_dir_and_unknown_names(tmp_path):
 # every exercise stripped, one at a time
 
 
-def run_tests(root, files, expression, xml):
-    """pytest in root (the repo or a copy): the non-slow tests of `files` selected by -k `expression`, reported
-    to the JUnit file xml. Returns {(file, function, case id): (outcome, message)}."""
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                    "-m", "not slow", *files, "-k", expression], cwd=root, capture_output=True, env=ENV, timeout=600)
-    cases = {}
-    for case in ET.parse(xml).iter("testcase"):
-        failed = case.find("failure") if case.find("failure") is not None else case.find("error")
-        outcome = "skipped" if case.find("skipped") is not None else "failed" if failed is not None else "passed"
-        name = case.get("name")
-        key = (case.get("classname").replace(".", "/") + ".py", name.split("[")[0], name)
-        cases[key] = (outcome, "" if failed is None else (failed.get("message") or "") + (failed.text or ""))
-    return cases
+# One Python process imports torch, pytest and transformers once and forks a pytest run per job, two at a time:
+# a fresh interpreter per stripped copy would spend most of this file's time importing them again.
+FORK_SERVER = r"""
+import contextlib, io, json, os, sys, tempfile
+import hypothesis, pytest, torch, torch._dynamo  # torch.optim imports _dynamo at its first step (1-2 s)
+from transformers import AutoTokenizer
+AutoTokenizer.from_pretrained(sys.argv[1])  # imports the tokenizer's modules
+torch.set_num_threads(1)
+with tempfile.TemporaryDirectory() as empty, contextlib.redirect_stdout(io.StringIO()):
+    pytest.main(["-q", "-p", "no:cacheprovider", "--collect-only", empty])  # imports pytest's plugins
+running = {}
+for line in list(sys.stdin) + [None] * 2:
+    if len(running) == 2 or (line is None and running):
+        running.pop(os.wait()[0])
+    if line is None:
+        continue
+    root, args = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(root)
+        sys.path.insert(0, root)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1), os.dup2(null, 2)
+        os._exit(int(pytest.main(args)))
+    running[pid] = root
+"""
+
+
+def run_tests(jobs):
+    """jobs: {key: (root, files, expression)} -> {key: {(file, function, case id): (outcome, message)}}: pytest in
+    root (the repo or a copy) on the non-slow tests of `files` that -k `expression` selects."""
+    xml = {key: os.path.join(root, f"junit-{i}.xml") for i, (key, (root, _, _)) in enumerate(jobs.items())}
+    lines = [json.dumps([root, ["-q", "-p", "no:cacheprovider", f"--junitxml={xml[key]}", "-m", "not slow", *files,
+                                "-k", expression]]) for key, (root, files, expression) in jobs.items()]
+    subprocess.run([sys.executable, "-c", FORK_SERVER, os.path.join(ROOT, "assets", "tiny-arith")], input="\n".join(lines), text=True, env=ENV, check=True,
+                   timeout=900)
+    results = {}
+    for key in jobs:
+        cases = results[key] = {}
+        for case in ET.parse(xml[key]).iter("testcase"):
+            failed = case.find("failure") if case.find("failure") is not None else case.find("error")
+            outcome = "skipped" if case.find("skipped") is not None else "failed" if failed is not None else "passed"
+            name = case.get("name")
+            where = (case.get("classname").replace(".", "/") + ".py", name.split("[")[0], name)
+            cases[where] = (outcome, "" if failed is None else (failed.get("message") or "") + (failed.text or ""))
+        os.remove(xml[key])
+    return results
+
+
+def others_of(name):
+    return OTHERS + ([] if name in BASELINE_NEEDS else [STEP])
+
+
+@pytest.fixture(scope="module")
+def stripped_runs(tmp_path_factory):
+    """For each exercise, a copy of the repo with it alone stripped, and the results there of its tests and of
+    the other fast tests; under "repo", the results of every exercise's tests on the repo itself."""
+    jobs = {"repo": (ROOT, sorted({t for ex in EXERCISES.values() for t in ex.tests[:-2]}),
+                     " or ".join(f"({ex.tests[-1]})" for ex in EXERCISES.values()))}
+    for name, ex in EXERCISES.items():
+        copy = str(tmp_path_factory.mktemp(name) / "copy")
+        exercises.strip([name], copy)
+        others = others_of(name)
+        jobs[name] = (copy, sorted(set(ex.tests[:-2]) | {f for f, _ in others}),
+                      f"({ex.tests[-1]}) or " + " or ".join(fn for _, fn in others))
+    return run_tests(jobs)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXERCISES))
-def test_a_stripped_exercise_fails_its_tests_and_no_others(name, tmp_path):
-    ex = EXERCISES[name]
-    copy = str(tmp_path / "copy")
-    exercises.strip([name], copy)
-    others = OTHERS + ([] if name in BASELINE_NEEDS else [STEP])
-    files = sorted(set(ex.tests[:-2]) | {f for f, _ in others})
-    expression = f"({ex.tests[-1]}) or " + " or ".join(fn for _, fn in others)
-    cases = run_tests(copy, files, expression, str(tmp_path / "junit.xml"))
+def test_a_stripped_exercise_fails_its_tests_and_no_others(name, stripped_runs):
+    ex, cases, others = EXERCISES[name], stripped_runs[name], others_of(name)
     own = {k: v for k, v in cases.items() if k[:2] not in others}
     assert own, f"{ex.command()} selects no (fast) test"
     for (_, _, case), (outcome, message) in own.items():
@@ -178,10 +226,8 @@ def test_a_stripped_exercise_fails_its_tests_and_no_others(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_exercise_passes_on_the_repo(tmp_path):
-    files = sorted({t for ex in EXERCISES.values() for t in ex.tests[:-2]})
-    expression = " or ".join(f"({ex.tests[-1]})" for ex in EXERCISES.values())
-    cases = run_tests(ROOT, files, expression, str(tmp_path / "junit.xml"))
+def test_every_exercise_passes_on_the_repo(stripped_runs):
+    cases = stripped_runs["repo"]
     assert cases and {k: v for k, v in cases.items() if v[0] != "passed"} == {}
 
 
