@@ -102,8 +102,11 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
         done = done | torch.isin(tok, stop)
         if t == max_new_tokens - 1 or bool(done.all()):
             break
+        # EXERCISE kv_cache: the next logits (N, V) from a forward of only the tokens just sampled, at their
+        # positions, on the cache (tests: tests/test_rollout.py -k "greedy_matches or logprobs_equal")
         valid_keys = keys[:, :P + t + 1] if padded else None  # (N, P+t+1): the prompts' left padding stays masked
         logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], valid_keys, cache)[:, -1]
+        # END EXERCISE
     width = P + int(mask.sum(1).max())
     return Rollout(*(x[:, :width].contiguous() for x in (tokens, mask, logprobs, valid | mask)), done)
 
