@@ -62,8 +62,11 @@ def rope_inv_freq(cfg):
 
 def apply_rope(x, cos, sin):
     # x: (B, T, H, D); cos, sin: (B, T, 1, D); the "rotate half" convention of HF checkpoints
+    # EXERCISE rope: return x (B, T, H, D) with each pair of dims (i, i + D/2) rotated by its angle, whose cos
+    # and sin are given (tests: tests/test_model.py -k "rope or position_differences")
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    # END EXERCISE
 
 
 class Attention(nn.Module):
