@@ -1,10 +1,12 @@
 """
-Throughput of nanoRFT's sampler and update, side by side with transformers on the same weights.
+Throughput of nanoRFT's sampler, update and rewards, side by side with transformers (and math-verify) on the
+same work.
 
     python bench.py                 # CPU, fp32, 1 thread: the figures in the README
     python bench.py --device=cuda --dtype=bfloat16 --threads=0
     python bench.py --gsm8k         # only the GSM8K-like update (about a minute on one CPU thread)
     python bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
+    python bench.py --rewards       # reward.score's time per call under both graders, next to math-verify's
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
