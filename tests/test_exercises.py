@@ -24,7 +24,7 @@ try:
 except ValueError:  # test_markers_are_well_formed says what is wrong
     EXERCISES = {}
 # python train.py (the baseline, with its evaluation) cannot run while one of these is stripped
-BASELINE_NEEDS = {"reinforce", "coverage_regret", "pass_at_k", "kv_decode", "rope"}
+BASELINE_NEEDS = {"reinforce", "coverage_regret", "pass_at_k", "kv_cache", "rope"}
 # fast tests of code no exercise touches: each stripped copy must still pass them (it imports, the rest works)
 OTHERS = [("tests/test_advantage.py", "test_none_returns_rewards_unchanged"),
           ("tests/test_reward.py", "test_unknown_task_or_grader"),
