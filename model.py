@@ -289,8 +289,8 @@ def resolve(path):
         from huggingface_hub import snapshot_download
         return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # offline, gated, or a typo: all end the same way for the user
-        die(f"could not get {path!r} from the Hugging Face hub ({type(e).__name__}); "
-            f"download it elsewhere and pass its local directory instead")
+        die(f"could not get {path!r} from the Hugging Face hub ({type(e).__name__}), and no local path has that "
+            f"name; download it elsewhere and pass its local directory instead")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")

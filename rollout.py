@@ -38,6 +38,9 @@ def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None):
     cdf = logits.softmax(-1).cumsum(-1)  # (N, V)
     u = torch.rand(cdf.size(0), device=cdf.device) if u is None else u
     tok = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1)  # first cdf > u: never p=0
+    # NaN logits (a diverged policy) would index past the vocabulary: take the last token instead, so that the
+    # update's NaN loss is what stops the run (max_bad_steps), with its one line
+    tok = tok.clamp_(max=cdf.size(-1) - 1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
