@@ -129,9 +129,14 @@ def stripped(text, exercises):
         first = next(s for s in lines[ex.body:ex.end] if s.strip())
         indent = first[:len(first) - len(first.lstrip())]
         head = f"{indent}raise NotImplementedError("
-        message = repr(f"exercise {ex.name}: {ex.what}; "), repr(f"check with: {ex.command()}")
+        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ", f"check with: {ex.command()}")]
         lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
     return "".join(lines)
+
+
+def python_string(s):
+    """A Python literal of the one-line string s, in double quotes unless s holds one."""
+    return repr(s) if '"' in s else '"' + s.replace("\\", "\\\\") + '"'
 
 
 def repo_files(root):

@@ -129,6 +129,11 @@ def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
         namespace["f"](1)
 
 
+@pytest.mark.parametrize("text", ['plain', 'state["solved"]', "it's", 'a \\ backslash', "-k 'a or b'"])
+def test_messages_are_python_literals_of_themselves(text):
+    assert eval(exercises.python_string(text)) == text
+
+
 def test_strip_refuses_a_non_empty_out_dir_and_unknown_names(tmp_path):
     (tmp_path / "x").write_text("")
     for args, error in ((["strip", "grpo", "--out", str(tmp_path)], "not an empty directory"),
