@@ -176,16 +176,19 @@ for line in list(sys.stdin) + [None] * 2:
 """
 
 
-def run_tests(jobs):
+def run_tests(jobs, reports):
     """jobs: {key: (root, files, expression)} -> {key: {(file, function, case id): (outcome, message)}}: pytest in
-    root (the repo or a copy) on the non-slow tests of `files` that -k `expression` selects."""
-    xml = {key: os.path.join(root, f"junit-{i}.xml") for i, (key, (root, _, _)) in enumerate(jobs.items())}
+    root (the repo or a copy) on the non-slow tests of `files` that -k `expression` selects; reports: a directory
+    for its JUnit files."""
+    xml = {key: os.path.join(reports, f"junit-{i}.xml") for i, key in enumerate(jobs)}
     lines = [json.dumps([root, ["-q", "-p", "no:cacheprovider", f"--junitxml={xml[key]}", "-m", "not slow", *files,
                                 "-k", expression]]) for key, (root, files, expression) in jobs.items()]
-    subprocess.run([sys.executable, "-c", FORK_SERVER, os.path.join(ROOT, "assets", "tiny-arith")], input="\n".join(lines), text=True, env=ENV, check=True,
-                   timeout=900)
+    p = subprocess.run([sys.executable, "-c", FORK_SERVER, os.path.join(ROOT, "assets", "tiny-arith")],
+                       input="\n".join(lines), capture_output=True, text=True, env=ENV, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
     results = {}
     for key in jobs:
+        assert os.path.exists(xml[key]), f"pytest wrote no report in {jobs[key][0]} (a crash?)"
         cases = results[key] = {}
         for case in ET.parse(xml[key]).iter("testcase"):
             failed = case.find("failure") if case.find("failure") is not None else case.find("error")
@@ -193,7 +196,6 @@ def run_tests(jobs):
             name = case.get("name")
             where = (case.get("classname").replace(".", "/") + ".py", name.split("[")[0], name)
             cases[where] = (outcome, "" if failed is None else (failed.get("message") or "") + (failed.text or ""))
-        os.remove(xml[key])
     return results
 
 
@@ -213,7 +215,7 @@ def stripped_runs(tmp_path_factory):
         others = others_of(name)
         jobs[name] = (copy, sorted(set(ex.tests[:-2]) | {f for f, _ in others}),
                       f"({ex.tests[-1]}) or " + " or ".join(fn for _, fn in others))
-    return run_tests(jobs)
+    return run_tests(jobs, str(tmp_path_factory.mktemp("reports")))
 
 
 @pytest.mark.slow
