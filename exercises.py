@@ -164,18 +164,23 @@ def strip(names, out, root=ROOT):
         die(f"--out={out} exists and is not an empty directory; choose a new directory for the student copy")
     if os.path.abspath(out).startswith(os.path.abspath(root) + os.sep):
         die(f"--out={out} is inside the repo; put the student copy beside it, e.g. --out=../student")
-    by_file = {}
+    by_file, texts = {}, {}
     for n in names:
         by_file.setdefault(exercises[n].path, []).append(exercises[n])
+    for f, chosen in by_file.items():
+        with open(os.path.join(root, f), encoding="utf-8") as fh:
+            texts[f] = stripped(fh.read(), chosen)
+        try:
+            compile(texts[f], f, "exec")
+        except SyntaxError as e:  # a region that is not whole statements (e.g. inside an expression)
+            die(f"{f} does not parse with {', '.join(ex.name for ex in chosen)} stripped (line {e.lineno}: "
+                f"{e.msg}); an exercise region must hold whole statements")
     for f in repo_files(root):
         dst = os.path.join(out, f)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if f in by_file:
-            with open(os.path.join(root, f), encoding="utf-8") as fh:
-                text = stripped(fh.read(), by_file[f])
-            compile(text, f, "exec")  # a region inside an expression would leave code that doesn't parse
+        if f in texts:
             with open(dst, "w", encoding="utf-8") as fh:
-                fh.write(text)
+                fh.write(texts[f])
         else:
             shutil.copy2(os.path.join(root, f), dst)
     return [exercises[n] for n in names]

@@ -134,6 +134,18 @@ def test_messages_are_python_literals_of_themselves(text):
     assert eval(exercises.python_string(text)) == text
 
 
+def test_strip_refuses_a_region_inside_an_expression(tmp_path, capsys):
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "test_x.py").write_text("")
+    (repo / "m.py").write_text("x = [\n    # EXERCISE a: the item (tests: tests/test_x.py -k a)\n    1,\n"
+                               "    # END EXERCISE\n]\n")
+    with pytest.raises(SystemExit) as e:
+        exercises.strip(["a"], str(tmp_path / "out"), root=str(repo))
+    assert e.value.code == 2 and "m.py does not parse with a stripped" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing copied
+
+
 def test_strip_refuses_a_non_empty_out_dir_and_unknown_names(tmp_path):
     (tmp_path / "x").write_text("")
     for args, error in ((["strip", "grpo", "--out", str(tmp_path)], "not an empty directory"),
