@@ -117,6 +117,7 @@ init_from = "assets/tiny-arith"  # model directory (or hub id), or a train.py ou
 task = "arith"  # arith | gsm8k | math | math_full (see train.py)
 data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset
 splits = "train,test"  # comma-separated splits to evaluate
+eval_problems = 0  # the first this many problems of each split; 0 = the whole split
 n_samples = 8  # responses sampled per problem (pass@k needs k <= n_samples)
 temperature = 1.0  # sampling temperature of the sampled metrics
 top_k = 0  # 0 = off
@@ -145,6 +146,7 @@ def main():
     checks = [(c["task"] in TASKS, f"task={c['task']!r} is not one of {', '.join(TASKS)}"),
               (all(s in ("train", "test") for s in split_names), f"splits={c['splits']!r}: use train, test or both"),
               (c["n_samples"] >= 1, f"n_samples must be at least 1, got {c['n_samples']}"),
+              (c["eval_problems"] >= 0, f"eval_problems must be >= 0 (0 = all), got {c['eval_problems']}"),
               (c["temperature"] >= 0, f"temperature must be >= 0, got {c['temperature']}"),
               (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
               (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 1 and c["log_samples"] >= 0,
@@ -166,7 +168,8 @@ def main():
     device = distributed.setup(c["device"])
     path = resolve(path)
     tok = load_tokenizer(path)
-    split_problems = {split: data.load_split(c["task"], split, c["data_path"]) for split in split_names}
+    split_problems = {split: data.load_split(c["task"], split, c["data_path"])[:c["eval_problems"] or None]
+                      for split in split_names}
     longest = max(len(data.encode_prompt(tok, c["task"], p)) for problems in split_problems.values() for p in problems)
     rows = min(c["eval_batch_size"], max(map(len, split_problems.values()))) * c["n_samples"]
     check_fit(model_config(path), longest, c["max_new_tokens"], rows, c["dtype"], device)

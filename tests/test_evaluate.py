@@ -65,7 +65,8 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "eval.json"
     p = subprocess.run([sys.executable, "evaluate.py", "--init_from=assets/tiny-arith", "--n_samples=4",
-                        "--splits=test", f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+                        "--eval_problems=40", "--splits=test", f"--out={out}"], cwd=root, capture_output=True,
+                       text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(out.read_text())["test"]
     assert {"pass@1", "pass@2", "pass@4", "pass@1_paper", "greedy_pass@1"} <= set(r) and "pass@4" in p.stdout
@@ -73,7 +74,7 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
     assert len(samples) == 32 * 4 and {"prompt", "response", "answer", "reward_paper", "finished"} <= set(samples[0])
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
     p = subprocess.run([sys.executable, "evaluate.py", "--n_samples=2", "--splits=test", "--dtype=bfloat16",
-                        f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+                        "--eval_problems=40", f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert 0 < json.loads(out.read_text())["test"]["greedy_pass@1"] <= 1  # bf16 autocast runs on CPU too
     p = subprocess.run([sys.executable, "evaluate.py", "--dtype=fp16"], cwd=root, capture_output=True, text=True)
