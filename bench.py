@@ -35,6 +35,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import flash
+from distributed import micro_batches
 from model import Transformer, kv_cache_bytes, positions, token_logprobs
 from rollout import Rollout, generate
 
@@ -87,16 +88,6 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     bench_update(ours, hf, ours_gen(), len(prompts) * n, amp, args, args.repeat)  # the whole batch at once
 
 
-def micro_batches(valid, size):
-    """Row ids (m,) grouped by real length into micro-batches of `size`, each with the column span (a slice) its
-    rows' tokens occupy, so a micro-batch pads little. Mirrors train.update's grouping (train.micro_batches)."""
-    out = []
-    for ids in valid.sum(1).argsort(stable=True).split(size):
-        cols = valid[ids].any(0).nonzero().flatten()
-        out.append((ids, slice(int(cols[0]), int(cols[-1]) + 1)))
-    return out
-
-
 def ours_update(model, rows, micro_batch, amp):
     """What train.update runs on a minibatch, one function per micro-batch: grouped by length, the response
     tokens' log-probs, backward."""
@@ -105,7 +96,8 @@ def ours_update(model, rows, micro_batch, amp):
             logprobs, _ = token_logprobs(model, rows.tokens[ids][:, cols], rows.valid[ids][:, cols],
                                          rows.mask[ids][:, cols])
         logprobs.sum().backward()
-    return [lambda ids=ids, cols=cols: step(ids, cols) for ids, cols in micro_batches(rows.valid, micro_batch)]
+    groups = micro_batches(torch.arange(len(rows.valid)), rows.valid, micro_batch)  # train.update's grouping
+    return [lambda ids=ids, cols=cols: step(ids, cols) for ids, cols in groups]
 
 
 def hf_update(model, rows, micro_batch, amp):

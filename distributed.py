@@ -141,6 +141,18 @@ def minibatch_rows(order, n_minibatches, n_rows):
     return [torch.cat((mb, torch.full((all_max(len(mb)) - len(mb),), n_rows))) for mb in mbs]
 
 
+def micro_batches(ids, valid, size):
+    """A minibatch's row ids (m,) cut into micro-batches of `size` rows grouped by length, so that a micro-batch
+    pads little, each with the column span (a slice) its rows' tokens occupy. The loss normalizers are totals,
+    so grouping changes only the float summation order of the gradient."""
+    ids = ids[valid[ids].sum(1).argsort(stable=True)]
+    out = []
+    for chunk in ids.split(size or len(ids)):
+        cols = valid[chunk].any(0).nonzero().flatten()
+        out.append((chunk, slice(int(cols[0]), int(cols[-1]) + 1) if len(cols) else slice(0, 1)))
+    return out
+
+
 def backward(model, loss, last):
     """loss.backward() for one micro-batch of a minibatch; last: whether it is the minibatch's last one.
     DDP averages gradients over ranks, but each rank's loss is a piece of one global sum (the normalizers

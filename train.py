@@ -292,7 +292,7 @@ def update(model, ref, opt, rows):
             # normalizers of the whole minibatch (all micro-batches, all ranks), so the pieces add up to its loss
             n_tokens = max(ddp.all_sum(masks[mb].sum().item()), 1.0)
             n_seqs = max(ddp.all_sum((mb < n_rows).sum().item()), 1.0)
-            micro = micro_batches(mb, rows["valid"], micro_batch_size)
+            micro = ddp.micro_batches(mb, rows["valid"], micro_batch_size)
             for i, (ids, cols) in enumerate(micro):
                 tokens, valid, mask = rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols], masks[ids][:, cols]
                 # the loss: log-probs of the sampled tokens under the policy being trained, then the policy
@@ -334,18 +334,6 @@ def update(model, ref, opt, rows):
             n_steps += 1
     stats = {k: ddp.all_sum(v) / n_steps for k, v in totals.items() if k != "grad_norm"}
     return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - bad), skipped=bad)
-
-
-def micro_batches(ids, valid, size):
-    """A minibatch's row ids (m,) cut into micro-batches of `size` rows grouped by length, so that a micro-batch
-    pads little, each with the column span (a slice) its rows' tokens occupy. The loss normalizers are totals,
-    so grouping changes only the float summation order of the gradient."""
-    ids = ids[valid[ids].sum(1).argsort(stable=True)]
-    out = []
-    for chunk in ids.split(size or len(ids)):
-        cols = valid[chunk].any(0).nonzero().flatten()
-        out.append((chunk, slice(int(cols[0]), int(cols[-1]) + 1) if len(cols) else slice(0, 1)))
-    return out
 
 
 def run_eval(policy, tok, eval_sets, step):

@@ -3,7 +3,8 @@ GSM8K-like rows look like rollouts; the update's grouping by length changes noth
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from bench import gsm8k_rows, micro_batches, ours_update, step_peak, update_peak
+from bench import gsm8k_rows, ours_update, step_peak, update_peak
+from distributed import micro_batches
 from model import Transformer
 
 TINY = dict(model_type="qwen2", vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -71,7 +72,7 @@ def test_gsm8k_rows_are_shaped_like_rollouts():
 
 def test_micro_batches_take_rows_by_length_and_cover_their_tokens():
     rows = gsm8k_rows(vocab=97, prompts=3, n=4)
-    groups = micro_batches(rows.valid, 5)
+    groups = micro_batches(torch.arange(12), rows.valid, 5)
     assert sorted(torch.cat([ids for ids, _ in groups]).tolist()) == list(range(12))  # every row once
     assert [len(ids) for ids, _ in groups] == [5, 5, 2]
     lengths = [rows.valid[ids].sum(1) for ids, _ in groups]

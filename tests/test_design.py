@@ -148,10 +148,10 @@ def test_micro_batches_are_grouped_by_length_and_trimmed_to_their_columns():
                           [0, 0, 0, 1, 1, 0, 0],
                           [1, 1, 1, 1, 0, 0, 0],
                           [0, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)
-    got = train.micro_batches(torch.arange(4), valid, 2)
+    got = train.ddp.micro_batches(torch.arange(4), valid, 2)
     assert [ids.tolist() for ids, _ in got] == [[3, 1], [2, 0]]  # shortest first, two per micro-batch
     assert [cols for _, cols in got] == [slice(3, 5), slice(0, 6)]  # only the columns their tokens occupy
-    assert [ids.tolist() for ids, _ in train.micro_batches(torch.tensor([2, 4]), F.pad(valid, (0, 0, 0, 1)), 0)] \
+    assert [ids.tolist() for ids, _ in train.ddp.micro_batches(torch.tensor([2, 4]), F.pad(valid, (0, 0, 0, 1)), 0)] \
         == [[4, 2]]  # the padding row (index 4, no tokens) sorts first; 0 = one micro-batch
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, tiny_hf
-from model import ChunkedHead, Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
+from head import ChunkedHead
+from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
 
 FAMILIES = ["qwen2", "llama", "olmo2"]
 ARITH = os.path.join(ROOT, "assets", "tiny-arith")
@@ -136,8 +137,8 @@ def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast
     """The head's hand-written backward: log-probs, entropies and the gradients of h and W equal autograd's
     through log_softmax, at a temperature, with per-token loss weights (advantages) and an entropy bonus,
     in one chunk or several, in fp32 and under bf16 autocast."""
-    import model as model_lib
-    monkeypatch.setattr(model_lib, "LOGIT_CHUNK", 97 * chunk_tokens)
+    import head as head_lib
+    monkeypatch.setattr(head_lib, "LOGIT_CHUNK", 97 * chunk_tokens)
     g = torch.Generator().manual_seed(0)
     h, w = torch.randn(10, 16, generator=g), torch.randn(97, 16, generator=g)
     targets, a, b = torch.randint(0, 97, (10,), generator=g), torch.randn(10, generator=g), torch.randn(10, generator=g)
@@ -253,14 +254,14 @@ def padded_batch():
 
 
 def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monkeypatch):
-    import model as model_lib
+    import head as head_lib
     path, _ = tiny_hf("olmo2", tmp_path)
     tokens, valid = padded_batch()
 
     def run(chunk, ckpt):
         m = Transformer.from_pretrained(path).train()
         m.grad_checkpointing = ckpt
-        monkeypatch.setattr(model_lib, "LOGIT_CHUNK", chunk)
+        monkeypatch.setattr(head_lib, "LOGIT_CHUNK", chunk)
         lp, ent = token_logprobs(m, tokens, valid, entropy_grad=True)
         (lp.sum() + ent.sum()).backward()
         return lp, ent, [p.grad for p in m.parameters()]

@@ -1,0 +1,67 @@
+"""
+The language-model head as the update needs it: log-probs of chosen tokens and the entropies at their positions,
+from the final hidden states, in fp32, without all (tokens x vocabulary) logits at once. At a 152k vocabulary
+the head's logits are most of an update's memory and much of its compute, so it runs only where the loss
+needs it (model.token_logprobs picks the response positions) and in chunks, with its own backward.
+"""
+import torch
+import torch.nn.functional as F
+
+LOGIT_CHUNK = 2 ** 27  # fp32 logit elements materialized at once (512 MB)
+
+
+class ChunkedHead(torch.autograd.Function):
+    """h (n, D) final hidden states -> log-probs of targets (n,) and entropies (n,) under softmax(h W^T / T), in
+    fp32, at most LOGIT_CHUNK logits at a time. Backward writes d/dlogits = onehot - p itself; with several
+    chunks it recomputes each one's probabilities from h and the log-normalizers (as Liger-Kernel's fused linear
+    cross-entropy), so memory stays at about one chunk. In place: each pass over a chunk costs about a matmul."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, temperature, entropy_grad):
+        ctx.dtype = F.linear(h[:0], weight).dtype  # the matmul's precision: bf16 under autocast
+        ctx.chunk = max(1, LOGIT_CHUNK // weight.size(0))  # tokens per chunk
+        ctx.temperature, ctx.entropy_grad = temperature, entropy_grad
+        out = h.new_zeros(3, len(h), dtype=torch.float32)  # log-probs, entropies, log-normalizers
+        for i in range(0, len(h), ctx.chunk):
+            s = slice(i, i + ctx.chunk)
+            z = scaled_logits(h[s], weight, temperature)  # (c, V)
+            top = z.amax(-1, keepdim=True)  # (c, 1)
+            target = z.gather(-1, targets[s, None]).squeeze(-1)
+            e = z.sub_(top).exp()  # (c, V) unnormalized probabilities; z keeps the logits minus their max
+            total = e.sum(-1)
+            out[0, s] = target - top.squeeze(-1) - total.log()  # log p(target) = z_t - logsumexp(z)
+            out[1, s] = total.log() - torch.linalg.vecdot(e, z) / total  # entropy = -sum p log p
+            out[2, s] = top.squeeze(-1) + total.log()
+        keep = 0 < len(h) <= ctx.chunk and any(ctx.needs_input_grad[:2])  # one chunk: keep it, skip the recompute
+        ctx.probs = e.div_(total[:, None]) if keep else None
+        logprobs, entropy, lse = out
+        ctx.save_for_backward(h, weight, targets, lse, entropy)
+        if not entropy_grad:  # no graph through the entropy unless a loss term uses it
+            ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        h, weight, targets, lse, entropy = ctx.saved_tensors
+        w = weight.to(ctx.dtype)  # the forward's precision (autocast is off in backward)
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        for i in range(0, len(h), ctx.chunk):
+            s = slice(i, i + ctx.chunk)
+            p = ctx.probs if ctx.probs is not None else \
+                scaled_logits(h[s].to(ctx.dtype), w, ctx.temperature).sub_(lse[s, None]).exp_()  # (c, V)
+            ctx.probs = None
+            g_lp = grad_logprobs[s, None] / ctx.temperature  # (c, 1): z = logits / T
+            if ctx.entropy_grad:  # d entropy / dz = -p (log p + entropy)
+                g = p * p.log().add_(entropy[s, None]).mul_(-grad_entropy[s, None] / ctx.temperature).sub_(g_lp)
+            else:
+                g = p.mul_(-g_lp)
+            g = g.scatter_add_(-1, targets[s, None], g_lp).to(ctx.dtype)  # d log p_t / dz = onehot(t) - p
+            grad_h[s] = (g @ w).to(h.dtype)
+            grad_w += (g.t() @ h[s].to(ctx.dtype)).to(weight.dtype)
+        return grad_h, grad_w, None, None, None
+
+
+def scaled_logits(h, weight, temperature):
+    """h (c, D) -> fp32 logits / temperature (c, V), scaled in place."""
+    z = F.linear(h, weight).float()
+    return z.div_(temperature) if temperature != 1.0 else z
