@@ -148,7 +148,10 @@ def main():
         say(config_lines(config, DEFAULTS, out_dir))
     if not resume:
         evals, samples = run_eval(policy, tok, eval_sets, 0)
-        report.write(dict(step=0, time=0.0, responses=0, coverage=0.0, regret=0, **evals), samples)
+        line = dict(step=0, time=0.0, responses=0, coverage=0.0, regret=0, **evals)
+        if main_rank:
+            say(eval_line(line))  # the starting point every later evaluation is read against
+        report.write(line, samples)
     from tqdm import tqdm
     t_start = time.time() - state["elapsed"]
     bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True, disable=not main_rank)

@@ -66,6 +66,8 @@ def test_console_shows_the_changed_config_and_a_line_every_log_interval(tmp_path
     assert "temperature=0.9" in config and "learning_rate" not in config  # only what differs from the defaults
     steps = [line.split(" | ")[0] for line in out.splitlines() if line.startswith("step ") and " | " in line]
     assert steps == ["step 2", "step 4"]
+    evals = [line.split(" eval: ")[0] for line in out.splitlines() if " eval: " in line]
+    assert evals == ["step 0", "step 4"]  # the starting point is shown, not only written to log.jsonl
     assert f"out_dir: {tmp_path}" in out and "done: test pass@1" in out
 
 
