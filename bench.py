@@ -152,7 +152,9 @@ def gsm8k_rows(vocab, prompts, n, seed=0):
     col = torch.arange(P + R)
     mask = (col >= P) & (col < P + response_lens[:, None])  # (N, P+R)
     valid = mask | ((col >= P - prompt_lens[:, None]) & (col < P))
-    tokens = torch.randint(3, vocab, valid.shape, generator=g).masked_fill(~valid, 0)
+    tokens = torch.randint(3, vocab, valid.shape, generator=g)
+    tokens[:, :P] = tokens[::n, :P].repeat_interleave(n, 0)  # a prompt's n rows repeat it
+    tokens = tokens.masked_fill(~valid, 0)
     return Rollout(tokens, mask, torch.zeros(valid.shape), valid, torch.ones(len(valid), dtype=torch.bool))
 
 

@@ -7,6 +7,11 @@ for training, the real tokens of all rows packed into one row with sequence boun
 for decoding, where each row's keys start and end in the KV cache. `context` builds one of these
 descriptions once per forward (and packs the rows when training with FlashAttention), every layer's
 `attention` reads it, and `unpack` restores the (B, T) layout before the head. model.py sees none of it.
+
+With SDPA, the update's rows that share a prompt (GRPO's n responses) compute it once: `shared_prompts`
+finds the distinct prompts, the prompts' pass keeps each layer's keys and values, the responses' pass reads
+them (`shared_prompt_contexts`). FlashAttention's packed rows have no padding to save but still repeat the
+prompts (left for a GPU session to measure).
 """
 import inspect
 import sys
@@ -60,6 +65,8 @@ class Context(NamedTuple):
     cache: KVCache = None      # the keys and values of earlier tokens, to read and extend
     varlen: tuple = None       # FlashAttention training: (valid (B, T), cu_seqlens (B+1,) int32, max_len)
     kv_span: tuple = None      # FlashAttention decoding: (first, end) (B,) int32, each row's keys in the cache
+    keep: dict = None          # shared prompts, the prompts' pass: {layer: (k, v)} for the responses' pass
+    prefix: tuple = None       # shared prompts, the responses' pass: (keep, inverse (B,): each row's prompt)
 
 
 def context(idx, pos, valid, cache):
@@ -83,6 +90,35 @@ def context(idx, pos, valid, cache):
     return idx, pos, Context(cache=cache)  # no padding: SDPA's causal kernel
 
 
+def shared_prompts(tokens, valid, response):
+    """tokens, valid, response (B, T) -> when rows repeat prompts (GRPO's n responses each) and every response
+    starts at one column c (one sampler call's layout): (c, p_idx, p_valid (U, c), inverse (B,)), the U
+    distinct prompts, left-padded, and each row's; else None. With FlashAttention rows are packed instead."""
+    if response is None or use_flash(tokens) or not bool(response.any()):
+        return None
+    starts = response.int().argmax(1)  # (B,) each row's first response column (0 for a padding row)
+    c = int(starts.max())
+    if c == 0 or not bool((starts[response.any(1)] == c).all()):
+        return None
+    key = torch.where(valid[:, :c], tokens[:, :c], -1)  # (B, c): a prompt and its left padding
+    p_key, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if p_key.size(0) == key.size(0):  # no prompt repeats: nothing to share
+        return None
+    p_valid = p_key >= 0
+    return c, p_key.clamp(min=0), p_valid, inverse
+
+
+def shared_prompt_contexts(p_valid, valid, inverse):
+    """Contexts of a forward whose rows share prompts (SDPA only): the U distinct prompts (p_valid (U, T_p),
+    left-padded) run once and keep each layer's keys and values; the responses (valid (B, T)) then attend to
+    their own prompt's (inverse (B,)) and, causally, to themselves. Exact: the same keys as the full rows."""
+    causal = None if bool(p_valid.all()) else padded_causal_mask(p_valid, p_valid.size(1))
+    keep = {}
+    keys = torch.cat([p_valid[inverse], valid], 1)  # (B, T_p + T)
+    return Context(mask=causal, keep=keep), Context(mask=padded_causal_mask(keys, valid.size(1)),
+                                                    prefix=(keep, inverse))
+
+
 def padded_causal_mask(valid, T):
     """valid (B, T_keys) bool, False on left padding -> SDPA mask (B, 1, T, T_keys) for the last T of the keys
     as queries: each sees the real keys up to itself. A padding query may see itself, so its row is never
@@ -103,6 +139,11 @@ def attention(q, k, v, ctx, layer):
         return flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, max_len, max_len, causal=True)[None]
     if ctx.cache is not None:
         k, v = ctx.cache.update(layer, k, v)  # (B, T_keys, H_kv, D)
+    if ctx.keep is not None:  # the shared prompts' pass: their responses' pass reads these
+        ctx.keep[layer] = k, v
+    if ctx.prefix is not None:  # the responses' pass: each row's prompt keys first, gathered (U -> B rows)
+        keep, inverse = ctx.prefix
+        k, v = torch.cat([keep[layer][0][inverse], k], 1), torch.cat([keep[layer][1][inverse], v], 1)
     if ctx.kv_span is not None:  # decoding: FlashAttention reads each row's keys [first, end) of the cache in place
         first, end = ctx.kv_span
         return flash_attn_with_kvcache(q, k, v, cache_seqlens=end, cache_leftpad=first, causal=True)

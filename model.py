@@ -184,37 +184,55 @@ class Transformer(nn.Module):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
     def forward(self, idx, pos=None, valid=None, cache=None, targets=None, scored=None, temperature=1.0,
-                entropy_grad=False, last_only=False):
+                entropy_grad=False, last_only=False, prompts=None):
         """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), the log-probs of targets[scored]
         and the entropies there, (n,) each in row-major order, under softmax(logits / temperature), without
         all fp32 logits at once. pos (B, T): position ids (default 0..T-1 after what the cache holds);
         valid (B, T_keys) bool: False on the left padding of the keys, the cache's and idx's (default none);
         cache: a KVCache to read and extend; scored (B, T) bool: where the head runs (default everywhere);
         entropy_grad: whether the entropy needs a gradient (an entropy bonus);
-        last_only: logits of the last position only, (B, 1, V): a prefill needs no others."""
+        last_only: logits of the last position only, (B, 1, V): a prefill needs no others;
+        prompts: (p_idx, p_pos, p_valid (U, T_p), inverse (B,)): idx are responses to these U prompts (row i to
+        prompt inverse[i]), each prompt computed once; targets and scored then cover (B, 1 + T), the prompt's
+        last position (which predicts the first response token) and idx's."""
         B, T = idx.shape
         if pos is None:
             start = cache.pos if cache is not None else 0
             pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
-        idx, pos, ctx = flash.context(idx, pos, valid, cache)  # with FlashAttention, may pack the rows into one
-        x = self.model.embed_tokens(idx)
-        freqs = pos[..., None].float() * self.inv_freq  # (B, T, D/2), fp32 like HF
-        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # (B, T, 1, D)
-        rope = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        if prompts is None:
+            idx, pos, ctx = flash.context(idx, pos, valid, cache)  # with FlashAttention, may pack the rows into one
+        else:
+            p_idx, p_pos, p_valid, inverse = prompts
+            p_ctx, ctx = flash.shared_prompt_contexts(p_valid, valid, inverse)
+            xp, p_rope = self.model.embed_tokens(p_idx), self.rope(p_pos)
+        x, rope = self.model.embed_tokens(idx), self.rope(pos)
         for block in self.model.layers:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, ctx, use_reentrant=False)
-            else:
-                x = block(x, rope, ctx)
+            if prompts is not None:  # the prompts' keys and values of this layer first (p_ctx keeps them)
+                xp = self.run_block(block, xp, p_rope, p_ctx)
+            x = self.run_block(block, x, rope, ctx)
         if cache is not None:
             cache.pos += T
         x = flash.unpack(x, ctx)  # (B, T, D)
+        if prompts is not None:
+            x = torch.cat([xp[inverse, -1:], x], 1)  # (B, 1 + T, D): a prompt's last state, for each row
         if targets is None:
             return self.lm_head(self.model.norm(x[:, -1:] if last_only else x))
         # the head only where a log-prob is wanted: its (n, V) logits are most of the update's memory and FLOPs
         h = self.model.norm(x[scored] if scored is not None else x.flatten(0, 1))  # (n, D)
         t = targets[scored] if scored is not None else targets.flatten()  # (n,)
         return ChunkedHead.apply(h, self.lm_head.weight, t, temperature, entropy_grad)  # (n,) each
+
+    def rope(self, pos):
+        """Position ids (B, T) -> the cos and sin (B, T, 1, D) that rotate q and k."""
+        freqs = pos[..., None].float() * self.inv_freq  # (B, T, D/2), fp32 like HF
+        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # (B, T, 1, D)
+        dtype = self.model.embed_tokens.weight.dtype  # the hidden states' dtype (autocast leaves embeddings)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def run_block(self, block, x, rope, ctx):
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, rope, ctx, use_reentrant=False)
+        return block(x, rope, ctx)
 
     def new_cache(self, batch, max_len):
         c, p = self.cfg, self.lm_head.weight
@@ -324,12 +342,24 @@ def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy
     tokens, valid, response: (B, T); response: the tokens whose log-probs are wanted (a rollout's response
     mask; default every real token after a real token) -> logprobs, entropy: (B, T) float32, zero elsewhere
     and where nothing predicts the token. The hidden states of all real tokens are computed (attention needs
-    them), the head only at the positions that predict a wanted token.
+    them; a prompt that several rows share, once: flash.shared_prompts), the head only at the positions that
+    predict a wanted token.
     model may be DDP-wrapped: everything runs inside its one forward call."""
     wanted = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
     wanted = wanted if response is None else wanted & response
+    pos, kw = positions(valid), {}
+    shared = flash.shared_prompts(tokens, valid, response)
+    if shared is not None:  # GRPO's n responses per prompt: each prompt's tokens run once, not n times
+        c, p_idx, p_valid, inverse = shared
+        kw["prompts"] = p_idx, positions(p_valid), p_valid, inverse
+        # the model runs the response columns c..; the head also runs at the prompt's last column, c - 1
+        tokens, valid, wanted, pos = tokens[:, c - 1:], valid[:, c:], wanted[:, c - 1:], pos[:, c:]
     scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t+1
-    logprobs, entropy = model(tokens, positions(valid), valid, targets=tokens.roll(-1, 1), scored=scored,
-                              temperature=temperature, entropy_grad=entropy_grad)  # (n,) each
-    zeros = torch.zeros(tokens.shape, device=tokens.device)
-    return zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
+    logprobs, entropy = model(tokens[:, -pos.size(1):], pos, valid, targets=tokens.roll(-1, 1), scored=scored,
+                              temperature=temperature, entropy_grad=entropy_grad, **kw)  # (n,) each
+    zeros = torch.zeros(wanted.shape, device=tokens.device)
+    lp, ent = zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
+    if shared is not None:  # back to the (B, T) layout: nothing is wanted in the prompt columns
+        lp, ent = F.pad(lp, (c - 1, 0)), F.pad(ent, (c - 1, 0))
+    return lp, ent
+

@@ -302,3 +302,65 @@ def test_logprobs_of_the_response_only_equal_the_full_ones_there(tmp_path):
     torch.testing.assert_close(ent, full[1] * predicted, atol=1e-6, rtol=1e-5)
     for g, w in zip(grads, full[2]):
         torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
+
+
+def grpo_batch():
+    """3 prompts of 5, 3 and 1 tokens (left-padded to 5), 3 responses each of 1-4 tokens (right-padded), rows
+    shuffled, then an all-padding row: one sampler call's layout, responses from column 5."""
+    g = torch.Generator().manual_seed(0)
+    rows, valid, response = [], [], []
+    for p_len in (5, 3, 1):
+        prompt = torch.randint(1, 61, (p_len,), generator=g)
+        for r_len in (4, 1, 3):
+            tok = torch.zeros(9, dtype=torch.long)
+            tok[5 - p_len:5], tok[5:5 + r_len] = prompt, torch.randint(1, 61, (r_len,), generator=g)
+            rows.append(tok)
+            valid.append((torch.arange(9) >= 5 - p_len) & (torch.arange(9) < 5 + r_len))
+            response.append((torch.arange(9) >= 5) & (torch.arange(9) < 5 + r_len))
+    order = torch.randperm(9, generator=g)
+    pad = torch.zeros(1, 9, dtype=torch.bool)
+    return (torch.cat([torch.stack(rows)[order], pad.long()]), torch.cat([torch.stack(valid)[order], pad]),
+            torch.cat([torch.stack(response)[order], pad]))
+
+
+@pytest.mark.parametrize("family,ckpt", [("qwen2", False), ("llama", False), ("olmo2", False), ("qwen2", True)])
+def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(family, ckpt, tmp_path, monkeypatch):
+    """GRPO's n responses per prompt: each distinct prompt runs once and its responses read its keys and
+    values. The same log-probs, entropies and gradients as running every full row (to float order)."""
+    import flash
+    path, _ = tiny_hf(family, tmp_path)
+    tokens, valid, response = grpo_batch()
+    m = Transformer.from_pretrained(path).train()
+    m.grad_checkpointing = ckpt
+    embedded = []
+    m.model.embed_tokens.register_forward_hook(lambda module, args, out: embedded.append(tuple(args[0].shape)))
+
+    def run():
+        m.zero_grad()
+        lp, ent = token_logprobs(m, tokens, valid, response, temperature=0.8, entropy_grad=True)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
+    shared = run()
+    assert embedded[:2] == [(4, 5), (10, 4)]  # 3 prompts + the padding row once, then 10 rows of responses
+    embedded.clear()
+    monkeypatch.setattr(flash, "shared_prompts", lambda *args: None)
+    full = run()
+    assert embedded[0] == (10, 9)
+    assert (shared[0][response] < 0).all() and (shared[0][~response] == 0).all()
+    for got, want in zip(shared[:2], full[:2]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for g, w in zip(shared[2], full[2]):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+def test_prompts_are_not_shared_when_responses_start_in_different_columns():
+    from flash import shared_prompts
+    tokens, valid, response = grpo_batch()
+    assert shared_prompts(tokens, valid, response)[0] == 5
+    late = response.clone()
+    late[0] = F.pad(response[0, :-1], (1, 0))  # row 0's response starts a column later
+    assert shared_prompts(tokens, valid, late) is None
+    assert shared_prompts(tokens, valid, None) is None  # no response mask: all tokens are wanted
+    lengths = valid[:9, :5].sum(1).tolist()
+    one_each = [lengths.index(n) for n in (5, 3, 1)]  # one row of each prompt: nothing repeats
+    assert shared_prompts(tokens[one_each], valid[one_each], response[one_each]) is None
