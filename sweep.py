@@ -49,9 +49,11 @@ CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a C
 PAIRS = [(64, 4), (128, 2), (256, 1), (512, 1), (1024, 1), (2048, 1)]  # the paper's replay points, window 8
 PIPELINES = {
     # 32 prompts x n rollouts, GRPO (n = 1: the raw reward, the minimalist baseline)
-    "rollouts": {f"rollouts_{n}": [f"config/rollouts_{n}.py"] for n in (1, 8, 16, 32, 64)},
+    "rollouts": {"minimal": ["config/minimal.py"],  # = rollouts_1.py: one name per setting, so runs are shared
+                 **{f"rollouts_{n}": [f"config/rollouts_{n}.py"] for n in (8, 16, 32, 64)}},
     # 256 responses per step: from the minimalist 256 prompts x 1 rollout to 1 prompt x 256 rollouts
-    "budget256": {f"budget256_{b}x{256 // b}": [f"config/budget256_{b}x{256 // b}.py"]
+    "budget256": {f"budget256_{b}x{256 // b}" if b != 32 else "rollouts_8":  # 32 x 8 is rollouts_8
+                  [f"config/budget256_{b}x{256 // b}.py" if b != 32 else "config/rollouts_8.py"]
                   for b in (256, 128, 64, 32, 16, 8, 4, 2, 1)},
     # more prompts at 8 rollouts each
     "batch": {"rollouts_8": ["config/rollouts_8.py"], "batch_64x8": ["config/batch_64x8.py"],
@@ -76,21 +78,19 @@ PIPELINES = {
         "rollouts_8": ["config/rollouts_8.py"]},  # + batch: 32 prompts per step, the paper's GRPO run
     # nanoRFT's extension, not the paper's: advantage estimators on the same 32 x 8 responses
     "advantage": {name: [f"config/{name}.py"]
-                  for name in ("raw_rollouts_8", "grpo_8rollouts", "dr_grpo", "rloo", "reinforce_pp")},
+                  for name in ("raw_rollouts_8", "rollouts_8", "dr_grpo", "rloo", "reinforce_pp")},
     # nanoRFT's extension: loss aggregations of GRPO's one update per step, then 4 updates per step (minibatches)
     # with PPO's token ratio, GSPO's sequence ratio and CISPO's clipped weight (REFERENCES: those vs PPO's)
-    "loss": {"grpo_8rollouts": ["config/grpo_8rollouts.py"],
+    "loss": {"rollouts_8": ["config/rollouts_8.py"],  # GRPO, token-mean, 1 update per step (= grpo_8rollouts.py)
              **{agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"]
                 for agg in ("seq_mean_token_mean", "seq_sum_norm")},
              "ppo_4minibatches": ["config/grpo_8rollouts.py", "--minibatches=4"],
              "gspo": ["config/gspo.py"], "cispo": ["config/cispo.py"]},
 }
-# every distinct setting once, the minimalist baseline first: rollouts_1 is minimal, budget256_32x8 and
-# grpo_8rollouts are rollouts_8 (an entry's name means the same setting in every pipeline)
-SAME_AS_ANOTHER = ("rollouts_1", "budget256_32x8", "grpo_8rollouts")
+# every distinct setting once, the minimalist baseline first (an entry's name means one setting in every
+# pipeline, and a setting has one name, so `all` and the pipelines share their runs in one --out)
 PIPELINES["all"] = {"minimal": PIPELINES["extra"]["minimal"],
-                    **{name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()
-                       if name not in SAME_AS_ANOTHER}}
+                    **{name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()}}
 # entries compared with another entry than their pipeline's baseline (plot.py's paired differences)
 TWINS = {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS}
 REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  # a twin itself: not compared

@@ -234,6 +234,16 @@ def test_an_entry_name_means_one_setting_in_every_pipeline():
             assert seen.setdefault(name, cfg) == cfg, name
 
 
+def test_a_setting_has_one_name_so_pipelines_share_their_runs():
+    """rollouts_1.py and budget256_32x8.py train what minimal.py and rollouts_8.py do: under their own names,
+    `sweep.py rollouts` after `sweep.py all` in the same --out would train them again."""
+    names = {}
+    for entries in sweep.PIPELINES.values():
+        for name, cfg in entries.items():
+            names.setdefault(tuple(sorted(settings(name, cfg).items())), set()).add(name)
+    assert [n for n in names.values() if len(n) > 1] == []
+
+
 def test_all_runs_every_distinct_setting_once():
     key = lambda name, cfg: tuple(sorted(settings(name, cfg).items()))
     pipelines = [p for k, p in sweep.PIPELINES.items() if k != "all"]
@@ -273,7 +283,7 @@ def test_one_problem_adds_one_layer_per_entry():
 def test_gspo_and_cispo_are_compared_with_ppo_at_the_same_updates_per_step():
     entries = sweep.PIPELINES["loss"]
     ppo = settings("ppo_4minibatches", entries["ppo_4minibatches"])
-    assert changed(ppo, settings("grpo_8rollouts", entries["grpo_8rollouts"])) == {"minibatches"}
+    assert changed(ppo, settings("rollouts_8", entries["rollouts_8"])) == {"minibatches"}
     for name in ("gspo", "cispo"):
         assert sweep.REFERENCES["loss"][name] == "ppo_4minibatches"
         assert settings(name, entries[name])["minibatches"] == ppo["minibatches"] == 4
