@@ -130,3 +130,15 @@ def test_per_prompt_generators_make_samples_independent_of_batching(tmp_path):
         R = alone.tokens.size(1) - len(p)
         assert torch.equal(alone.tokens[:, len(p):], together.tokens[3 * i:3 * i + 3, P:P + R])
         assert not together.mask[3 * i:3 * i + 3, P + R:].any()
+
+
+def test_top_p_at_an_exact_tie_keeps_the_tokens_that_reach_it_as_transformers_does():
+    """Four equal logits give probabilities of exactly 0.25, so the mass of the first k tokens equals top_p
+    exactly at 0.25, 0.5, 0.75: the nucleus stops there (it reaches top_p), as transformers' TopPLogitsWarper
+    decides. Keeping one token more or one less at the tie (> for >=) fails here."""
+    from transformers import TopPLogitsWarper
+    logits = torch.zeros(1, 4)
+    for top_p, kept in ((0.25, 1), (0.3, 2), (0.5, 2), (0.75, 3), (0.76, 4)):
+        ours = int(torch.isfinite(truncate(logits, top_p=top_p)).sum())
+        theirs = int(torch.isfinite(TopPLogitsWarper(top_p)(None, logits.clone())).sum())
+        assert ours == theirs == kept, (top_p, ours, theirs)
