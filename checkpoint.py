@@ -32,7 +32,8 @@ RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval
 
 
 def warn(msg):
-    print(f"warning: {msg}", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank loads the checkpoint: say it once
+        print(f"warning: {msg}", file=sys.stderr)
 
 
 def default_out_dir(argv, task):

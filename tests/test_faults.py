@@ -135,6 +135,12 @@ def test_max_new_tokens_beyond_the_models_positions(max_new_tokens, fits, capsys
 def test_a_kv_cache_beyond_memory_is_refused_before_allocating(capsys):
     line = fails(capsys, checks.check_model, TINY, dict(DEFAULTS, eval_batch_size=10 ** 9), 1, "cpu", 8)
     assert "GiB" in line and "eval_batch_size" in line
+    # a sampler call never holds more prompts than there are: 8 problems x 1 sample fit, whatever eval_batch_size
+    checks.check_model(TINY, dict(DEFAULTS, eval_batch_size=10 ** 9, eval_problems=8), 1, "cpu", 8)
+    few = dict(DEFAULTS, eval_batch_size=10 ** 9, eval_problems=8, train_problems=4)  # + 4 problems x 16 samples
+    checks.check_model(TINY, few, 1, "cpu", 8)
+    line = fails(capsys, checks.check_model, TINY, dict(few, eval_samples=10 ** 9), 1, "cpu", 8)
+    assert "GiB" in line
 
 
 @pytest.mark.slow
@@ -352,6 +358,14 @@ def leave(out_dir, saver, situation):
 
 
 SITUATIONS = ["a whole ckpt", "a stale ckpt.old", "only ckpt.old", "a damaged ckpt"]
+
+
+def test_the_fallback_to_ckpt_old_is_said_once_under_torchrun(saver, tmp_path, monkeypatch, capsys):
+    leave(tmp_path, saver, "a damaged ckpt")
+    for rank, said in (("0", True), ("1", False)):  # every rank loads; rank 0 alone warns
+        monkeypatch.setenv("RANK", rank)
+        assert checkpoint.load(str(tmp_path))[1]["step"] == 2
+        assert ("resuming from" in capsys.readouterr().err) == said
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
