@@ -21,6 +21,7 @@ import sys
 import torch
 from safetensors import SafetensorError
 
+import distributed as ddp
 from configurator import die
 
 # knobs that may differ on --init_from=resume: they change how a run is executed or reported, not what it
@@ -32,7 +33,7 @@ RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval
 
 
 def warn(msg):
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank loads the checkpoint: say it once
+    if ddp.rank == 0:  # under torchrun every rank loads the checkpoint: say it once
         print(f"warning: {msg}", file=sys.stderr)
 
 

@@ -347,16 +347,17 @@ def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy
     model may be DDP-wrapped: everything runs inside its one forward call."""
     wanted = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
     wanted = wanted if response is None else wanted & response
-    pos, kw = positions(valid), {}
+    idx, pos, kw = tokens, positions(valid), {}
     shared = flash.shared_prompts(tokens, valid, response)
     if shared is not None:  # GRPO's n responses per prompt: each prompt's tokens run once, not n times
         c, p_idx, p_valid, inverse = shared
         kw["prompts"] = p_idx, positions(p_valid), p_valid, inverse
         # the model runs the response columns c..; the head also runs at the prompt's last column, c - 1
-        tokens, valid, wanted, pos = tokens[:, c - 1:], valid[:, c:], wanted[:, c - 1:], pos[:, c:]
+        idx, pos, valid = idx[:, c:], pos[:, c:], valid[:, c:]
+        tokens, wanted = tokens[:, c - 1:], wanted[:, c - 1:]
     scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t+1
-    logprobs, entropy = model(tokens[:, -pos.size(1):], pos, valid, targets=tokens.roll(-1, 1), scored=scored,
-                              temperature=temperature, entropy_grad=entropy_grad, **kw)  # (n,) each
+    logprobs, entropy = model(idx, pos, valid, targets=tokens.roll(-1, 1), scored=scored, temperature=temperature,
+                              entropy_grad=entropy_grad, **kw)  # (n,) each
     zeros = torch.zeros(wanted.shape, device=tokens.device)
     lp, ent = zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
     if shared is not None:  # back to the (B, T) layout: nothing is wanted in the prompt columns

@@ -52,9 +52,9 @@ PIPELINES = {
     "rollouts": {"minimal": ["config/minimal.py"],  # = rollouts_1.py: one name per setting, so runs are shared
                  **{f"rollouts_{n}": [f"config/rollouts_{n}.py"] for n in (8, 16, 32, 64)}},
     # 256 responses per step: from the minimalist 256 prompts x 1 rollout to 1 prompt x 256 rollouts
-    "budget256": {f"budget256_{b}x{256 // b}" if b != 32 else "rollouts_8":  # 32 x 8 is rollouts_8
-                  [f"config/budget256_{b}x{256 // b}.py" if b != 32 else "config/rollouts_8.py"]
-                  for b in (256, 128, 64, 32, 16, 8, 4, 2, 1)},
+    # (its 32 x 8 point is rollouts_8: one name per setting)
+    "budget256": {name: [f"config/{name}.py"] for name in (f"budget256_{b}x{256 // b}" if b != 32 else "rollouts_8"
+                                                           for b in (256, 128, 64, 32, 16, 8, 4, 2, 1))},
     # more prompts at 8 rollouts each
     "batch": {"rollouts_8": ["config/rollouts_8.py"], "batch_64x8": ["config/batch_64x8.py"],
               "batch_128x8": ["config/batch_128x8.py"]},
