@@ -43,3 +43,12 @@ def arith():
     from model import Transformer
     path = os.path.join(ROOT, "assets", "tiny-arith")
     return Transformer.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture
+def fake_cuda():
+    """The fake CUDA device of tests/fake_cuda.py for one test: device="cuda" runs on the CPU under a GPU's
+    device rules; yields the module (its syncs and cuda_loads counters start at zero)."""
+    import fake_cuda as module
+    with module.fake_cuda():
+        yield module
