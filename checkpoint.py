@@ -132,7 +132,9 @@ def read(path, mmap=True):
     if bad:
         return None, bad
     try:
-        state = torch.load(os.path.join(path, "train_state.pt"), weights_only=True, mmap=mmap)
+        # to the CPU: a GPU run's file reads on a machine without one, and a save's check that the last checkpoint
+        # is whole puts no AdamW state on the GPU; the optimizer moves its state to its parameters' device itself
+        state = torch.load(os.path.join(path, "train_state.pt"), weights_only=True, mmap=mmap, map_location="cpu")
     except Exception as e:  # truncated or overwritten: pickle, zip and torch errors alike
         return None, f"{path}/train_state.pt is unreadable ({type(e).__name__})"
     if not isinstance(state, dict) or not {"step", "optimizer", "config"} <= state.keys():

@@ -145,6 +145,7 @@ def micro_batches(ids, valid, size):
     """A minibatch's row ids (m,) cut into micro-batches of `size` rows grouped by length, so that a micro-batch
     pads little, each with the column span (a slice) its rows' tokens occupy. The loss normalizers are totals,
     so grouping changes only the float summation order of the gradient."""
+    ids = ids.to(valid.device)  # an index follows the tensor it indexes (the rows live on the policy's device)
     ids = ids[valid[ids].sum(1).argsort(stable=True)]
     out = []
     for chunk in ids.split(size or len(ids)):

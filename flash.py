@@ -84,7 +84,9 @@ def context(idx, pos, valid, cache):
         end = torch.full((B,), cache.pos + T, dtype=torch.int32, device=idx.device)  # (B,) keys end here
         return idx, pos, Context(cache=cache, kv_span=(end - 1 - pos[:, -1].to(torch.int32), end))
     after_cache = cache is not None and cache.pos > 0 and T > 1  # SDPA's is_causal would align them to key 0
-    if after_cache or (valid is not None and not bool(valid.all())):
+    # the sampler passes valid only when its prompts are padded: asking the device at every token would wait for it
+    padded = valid is not None and (cache is not None or not bool(valid.all()))
+    if after_cache or padded:
         valid = torch.ones(B, cache.pos + T, dtype=torch.bool, device=idx.device) if valid is None else valid
         return idx, pos, Context(mask=padded_causal_mask(valid, T), cache=cache)
     return idx, pos, Context(cache=cache)  # no padding: SDPA's causal kernel

@@ -13,6 +13,10 @@ import torch.nn.functional as F
 
 from model import positions
 
+# decode steps between two checks that every row has stopped: the check makes the host wait for the device, so
+# on a GPU it would drain the queue of kernels at every token; a CPU has no queue and checks every step
+SYNC_EVERY = 16
+
 
 class Rollout(NamedTuple):
     # P: the longest prompt; R: the longest response sampled (<= max_new_tokens); N = prompts * n, prompt-major
@@ -90,6 +94,7 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
     keys = valid.clone()
     keys[:, P:] = True  # generated positions become attendable keys as they are written
     cache = model.new_cache(N, T)
+    check_every = SYNC_EVERY if device.type == "cuda" else 1
 
     # one prefill per prompt (rows 0, n, 2n, ...), shared by its n samples through the cache
     pv = valid[::n, :P]
@@ -103,8 +108,8 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
         logprobs[:, P + t] = lp.masked_fill(done, 0.0)
         mask[:, P + t] = live
         done = done | torch.isin(tok, stop)
-        if t == max_new_tokens - 1 or bool(done.all()):
-            break
+        if t == max_new_tokens - 1 or (t + 1) % check_every == 0 and bool(done.all()):
+            break  # steps run after every row stopped write nothing: the outputs are the same either way
         # EXERCISE kv_cache: the next logits (N, V) from a forward of only the tokens just sampled, at their
         # positions, on the cache (tests: tests/test_rollout.py -k "greedy_matches or logprobs_equal")
         valid_keys = keys[:, :P + t + 1] if padded else None  # (N, P+t+1): the prompts' left padding stays masked
@@ -135,7 +140,8 @@ def prompt_generators(seed, kind, step, positions):
 def completions(rollout, tok):
     """Decoded response texts (N,), without their stop token."""
     out = []
-    for row, m, fin in zip(rollout.tokens, rollout.mask, rollout.finished):
+    rows = (rollout.tokens.cpu(), rollout.mask.cpu(), rollout.finished.cpu())  # one copy to the host, not one a row
+    for row, m, fin in zip(*rows):
         ids = row[m].tolist()
         out.append(tok.decode(ids[:-1] if fin else ids, skip_special_tokens=False))
     return out

@@ -242,7 +242,7 @@ def sample_step(policy, ref, tok, problems, draw, state):
         with torch.no_grad(), autocast():
             ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature)
         kl = kl_penalty(rollout.logprobs, ref_logprobs, kl_estimator, kl_clamp)
-        rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).view(per_rank, n))
+        rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).cpu().view(per_rank, n))
 
     # advantages: what each response's tokens are pushed by; "none" is the raw reward (advantage.py)
     advantages = compute_advantages(rewards, advantage, rollouts, ids, state["replay"], replay_window, adv_eps)
@@ -257,7 +257,8 @@ def sample_step(policy, ref, tok, problems, draw, state):
     keep = trained[mine.start:mine.stop].flatten()
     rows = dict(tokens=rollout.tokens[keep], mask=rollout.mask[keep], old_logprobs=rollout.logprobs[keep],
                 valid=rollout.valid[keep], finished=rollout.finished[keep],
-                advantages=advantages[mine.start:mine.stop][trained[mine.start:mine.stop, :rollouts]])
+                advantages=advantages[mine.start:mine.stop][trained[mine.start:mine.stop, :rollouts]].to(
+                    rollout.tokens.device))  # made on the CPU with the rewards, moved once with their rows
 
     # the bandit's view: prompts solved at least once so far (coverage), responses sampled but wrong (regret)
     # EXERCISE coverage_regret: add the ids of this draw's prompts with a right response to state["solved"] (a
