@@ -10,8 +10,10 @@ say they are on cuda:0, and mixing them with CPU tensors fails as it does on a G
   .data of a fake are fake. It counts host syncs (item, bool, tolist, nonzero, ...), so a test can pin how
   often a loop makes a GPU wait.
 - FakeCudaMode: a TorchFunctionMode that turns device="cuda" in factory calls, .to("cuda"), .cuda() and
-  Module.to("cuda") into fakes (torch.__future__.set_overwrite_module_params_on_conversion makes parameters
-  fake), and .cpu() / .to("cpu") back into plain tensors.
+  Module.to("cuda") into fakes, and .cpu() / .to("cpu") back into plain tensors. Parameters become fakes by
+  torch.__future__.set_swap_module_params_on_conversion, which keeps each parameter object (the issue's
+  set_overwrite_module_params_on_conversion makes new ones, which unties Qwen2's and Llama's tied embedding and
+  head: the fake run then trained two matrices and drifted from the CPU's).
 - fake_cuda(): the context manager that installs both, stubs torch.cuda's functions (is_available,
   device_count, the memory functions, synchronize), emulates CUDA autocast by CPU autocast (so dtype=bfloat16
   runs its mixed-precision path), and makes torch.save write a fake's storage as a real GPU run would: plain
@@ -31,6 +33,7 @@ import types
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
+from torch.utils._foreach_utils import _foreach_supported_types
 from torch.utils._pytree import tree_flatten, tree_map
 
 CUDA = torch.device("cuda:0")
@@ -252,7 +255,7 @@ def fake_cuda():
             name="fake cuda (CPU data)", total_memory=MEMORY, major=9, minor=0, multi_processor_count=1))
     saved = {k: getattr(torch.cuda, k) for k in stubs}
     package = (5, _tag, _restore)  # before the built-in cpu (10) and cuda (20) entries
-    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
+    swap = torch.__future__.get_swap_module_params_on_conversion()
     checks = torch.utils.checkpoint._allowed_determinism_checks_to_fns
     real_meta = checks["default"]
     try:
@@ -264,12 +267,15 @@ def fake_cuda():
         torch.is_autocast_enabled, torch.get_autocast_dtype = on_cpu(real_is_enabled), on_cpu(real_dtype)
         torch.serialization._package_registry.append(package)
         torch.serialization._package_registry.sort(key=lambda p: p[0])
-        torch.__future__.set_overwrite_module_params_on_conversion(True)
+        torch.__future__.set_swap_module_params_on_conversion(True)
+        _foreach_supported_types.append(FakeCudaTensor)  # AdamW and clip_grad_norm_ take CUDA's foreach path
         with FakeCudaMode():
             yield
     finally:
+        if FakeCudaTensor in _foreach_supported_types:
+            _foreach_supported_types.remove(FakeCudaTensor)
         checks["default"] = real_meta
-        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+        torch.__future__.set_swap_module_params_on_conversion(swap)
         torch.serialization._package_registry.remove(package)
         torch.is_autocast_enabled, torch.get_autocast_dtype = real_is_enabled, real_dtype
         torch.autocast = torch.amp.autocast = torch.amp.autocast_mode.autocast

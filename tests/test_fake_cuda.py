@@ -80,6 +80,9 @@ def test_modules_grads_and_optimizer_state_live_on_cuda(fake_cuda):
     opt.step()
     assert opt.state[m.weight]["exp_avg"].is_cuda
     assert not m.cpu().weight.is_cuda
+    tied = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False))
+    tied[1].weight = tied[0].weight  # Qwen2's and Llama's head is their embedding: it stays one parameter
+    assert tied.to("cuda")[1].weight is tied[0].weight and tied[0].weight.is_cuda
 
 
 def test_cuda_functions_and_autocast_are_stood_in_for(fake_cuda):
@@ -150,7 +153,7 @@ def test_a_cuda_tagged_file_needs_map_location_on_a_cpu_machine(tmp_path):
 def test_the_fake_device_is_gone_after_the_test():
     assert isinstance(torch.autocast("cpu"), torch.amp.autocast_mode.autocast)
     assert torch.save.__module__ == "torch.serialization"
-    assert not torch.__future__.get_overwrite_module_params_on_conversion()
+    assert not torch.__future__.get_swap_module_params_on_conversion()
     if not torch.cuda.is_available():  # on a machine with a GPU the real one answers
         assert torch.cuda.device_count() == 0
 
