@@ -46,13 +46,26 @@ def local_models(tmp_path_factory):
     return root, paths
 
 
+def shrunk(design):
+    """A design config's settings with the sizes a CPU test can afford: batch <= 2, rollouts <= 4."""
+    c = configure(DEFAULTS, [os.path.join(ROOT, "config", f"{design}.py")])
+    return json.dumps(dict(c, batch_size=min(c["batch_size"], 2), rollouts=min(c["rollouts"], 4)), sort_keys=True)
+
+
+DISTINCT = {}  # {the first config of each distinct shrunk setting: every config it stands for}
+for _design in DESIGNS:
+    _first = next((d for d in DISTINCT if shrunk(d) == shrunk(_design)), _design)
+    DISTINCT.setdefault(_first, []).append(_design)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("design", DESIGNS)
+@pytest.mark.parametrize("design", DISTINCT)
 def test_every_config_trains_on_cuda(design, local_models, tmp_path, fake_cuda):
-    """A model config (each of the six in turn) + a design-choice config, as the README composes them, on cuda:
-    only sizes are shrunk (batch <= 2, rollouts <= 4, 12 tokens, 1 step, 1 problem per split)."""
+    """A model config (the six in turn, so all three families and both tasks) + a design-choice config, as the
+    README composes them, on cuda. Only sizes are shrunk (batch <= 2, rollouts <= 4, 12 tokens, 1 step, 1 problem
+    per split), so configs that differ only in size (the grids' points) run once, under their first name."""
     root, paths = local_models
-    model_config = MODEL_CONFIGS[DESIGNS.index(design) % len(MODEL_CONFIGS)]
+    model_config = MODEL_CONFIGS[list(DISTINCT).index(design) % len(MODEL_CONFIGS)]
     configs = [model_config, os.path.join(ROOT, "config", f"{design}.py")]
     c = configure(DEFAULTS, configs)
     name = os.path.basename(model_config)[:-3]
@@ -66,6 +79,11 @@ def test_every_config_trains_on_cuda(design, local_models, tmp_path, fake_cuda):
     assert [line["step"] for line in log] == [0, 1] and "test_pass@1" in log[-1]
     assert log[1]["trained"] == 0 or math.isfinite(log[1]["loss"])  # DAPO's filter may leave nothing to train
     assert "peak_mem_gib" in log[1] and not fake_cuda.cuda_loads
+
+
+def test_the_config_runs_cover_every_config_and_all_six_model_configs():
+    assert sorted(d for ds in DISTINCT.values() for d in ds) == DESIGNS
+    assert len(DISTINCT) >= len(MODEL_CONFIGS)
 
 
 KNOBS = {  # the settings that move tensors between devices or run another code path, on the tiny policy
@@ -94,7 +112,7 @@ KNOBS = {  # the settings that move tensors between devices or run another code 
 
 @pytest.mark.parametrize("knob", KNOBS)
 def test_every_knob_trains_on_cuda(knob, tmp_path, fake_cuda):
-    log = run(tmp_path, "--device=cuda", *KNOBS[knob])
+    log = run(tmp_path, "--device=cuda", "--eval_problems=4", *KNOBS[knob])
     assert [line["step"] for line in log] == [0, 1, 2]
     assert all(math.isfinite(line["loss"]) and line["peak_mem_gib"] == 0.0 for line in log[1:])
 
@@ -103,7 +121,7 @@ def test_two_steps_on_cuda_equal_the_cpu_run(tmp_path, fake_cuda):
     """The same CPU kernels run in the same order on both devices, so logs and weights are equal exactly: a
     tensor left on the wrong device, or a device-dependent branch that changed the math, would show here."""
     flags = ["--rollouts=2", "--advantage=grpo", "--minibatches=2", "--micro_batch_size=3", "--sample_batch_size=2",
-             "--kl_coef=0.05", "--entropy_coef=0.01", "--log_rollouts=2"]
+             "--kl_coef=0.05", "--entropy_coef=0.01", "--log_rollouts=2", "--eval_problems=8"]
     logs = {d: untimed(run(tmp_path / d, f"--device={d}", *flags)) for d in ("cpu", "cuda")}
     assert [{k: v for k, v in line.items() if k != "peak_mem_gib"} for line in logs["cuda"]] == logs["cpu"]
     weights = [load_file(tmp_path / d / "ckpt" / "model.safetensors") for d in ("cpu", "cuda")]
@@ -114,7 +132,7 @@ def test_two_steps_on_cuda_equal_the_cpu_run(tmp_path, fake_cuda):
 def test_resume_on_cuda_continues_the_run_and_puts_no_checkpoint_on_the_gpu(tmp_path, fake_cuda):
     """Every save checks the last checkpoint and a resume reads it: both to the CPU (nothing torch.load puts on
     cuda:0), and AdamW moves its state to the parameters itself, so a resumed run equals one that never stopped."""
-    flags = ["--device=cuda", "--eval_interval=1", "--rollouts=2", "--advantage=grpo"]
+    flags = ["--device=cuda", "--eval_interval=1", "--eval_problems=4", "--rollouts=2", "--advantage=grpo"]
     straight = untimed(run(tmp_path / "straight", *flags, "--max_steps=3"))
     run(tmp_path / "resumed", *flags, "--max_steps=2")
     resumed = untimed(run(tmp_path / "resumed", *flags, "--max_steps=3", "--init_from=resume"))
