@@ -52,10 +52,15 @@ def shrunk(design):
     return json.dumps(dict(c, batch_size=min(c["batch_size"], 2), rollouts=min(c["rollouts"], 4)), sort_keys=True)
 
 
-DISTINCT = {}  # {the first config of each distinct shrunk setting: every config it stands for}
-for _design in DESIGNS:
-    _first = next((d for d in DISTINCT if shrunk(d) == shrunk(_design)), _design)
-    DISTINCT.setdefault(_first, []).append(_design)
+def distinct(designs):
+    """{the first config of each distinct shrunk setting: every config it stands for}"""
+    out = {}
+    for design in designs:
+        out.setdefault(next((d for d in out if shrunk(d) == shrunk(design)), design), []).append(design)
+    return out
+
+
+DISTINCT = distinct(DESIGNS)
 
 
 @pytest.mark.slow
