@@ -155,7 +155,8 @@ def evaluate_cli(monkeypatch, *argv):
 
 def test_a_checkpoint_written_on_a_gpu_evaluates_on_a_cpu_machine(tmp_path, monkeypatch):
     """train_state.pt of a cuda run says cuda:0 (as a real GPU's does); evaluate.py --device=cpu reads it on a
-    machine without a GPU (it said the run 'holds no whole checkpoint' before map_location='cpu')."""
+    machine without a GPU (it said the run 'holds no whole checkpoint' before map_location='cpu'), and the run
+    resumes there."""
     import fake_cuda
     with fake_cuda.fake_cuda():
         run(tmp_path / "run", "--device=cuda", "--max_steps=1")
@@ -166,6 +167,8 @@ def test_a_checkpoint_written_on_a_gpu_evaluates_on_a_cpu_machine(tmp_path, monk
                  f"--out={tmp_path / 'eval.json'}")
     results = json.load(open(tmp_path / "eval.json"))
     assert 0 <= results["test"]["pass@1"] <= 1
+    log = run(tmp_path / "run", "--device=cpu", "--max_steps=2", "--init_from=resume")  # and trains on there
+    assert [line["step"] for line in log] == [0, 1, 2] and math.isfinite(log[-1]["loss"])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
