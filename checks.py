@@ -12,7 +12,6 @@ import sys
 import torch
 
 import data
-import evaluate
 import reward
 from advantage import ESTIMATORS
 from configurator import die
@@ -98,10 +97,10 @@ def check_model(path, c, world, device, longest_prompt):
     allocate 80 GB)."""
     def eval_rows(problems, samples):  # an evaluation's sampler call: eval_batch_size of a rank's problems at most
         return min(c["eval_batch_size"], -(-problems // world) if problems else c["eval_batch_size"]) * samples
-    few = 0 < c["train_problems"] <= evaluate.TRAINED_SUBSET  # the trained subset is evaluated with more samples
+    few = 0 < c["train_problems"] <= data.TRAINED_SUBSET  # the trained subset is evaluated with more samples
     rows = max((c["sample_batch_size"] or c["batch_size"] // world) * (c["rollouts"] + c["extra_rollouts"]),
                eval_rows(c["eval_problems"], c["eval_samples"]),
-               eval_rows(c["train_problems"], max(c["eval_samples"], evaluate.TRAINED_SAMPLES)) if few else 0)
+               eval_rows(c["train_problems"], max(c["eval_samples"], data.TRAINED_SAMPLES)) if few else 0)
     check_fit(model_config(path), longest_prompt, c["max_new_tokens"], rows, c["dtype"], device,
               knobs="sample_batch_size, eval_batch_size")
 

@@ -17,10 +17,6 @@ import distributed as ddp
 import reward
 from rollout import completions, generate, prompt_generators
 
-TRAINED_SUBSET = 64  # a training subset this small (the multi-armed bandit view) is also evaluated on its own,
-TRAINED_SAMPLES = 16  # with this many responses per problem, so that one problem still gives a curve
-
-
 def pass_at_k(n, c, k):
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021, Codex): 1 - C(n-c, k) / C(n, k)."""
     # EXERCISE pass_at_k: return the probability that k of the n samples, drawn without replacement, hold a
@@ -93,14 +89,14 @@ def evaluate_splits(model, tok, task, splits, step, seed, n=1, keep=0, grader="n
     """train.py's evaluation: for each split of `splits` ({name: problems}), pass@1 (sampled, and greedy) under
     both graders, sharded over ranks (problem i on rank i % world); with n > 1 responses per problem also pass@k
     and how many problems are always or never solved; a "trained" split (a small training subset) gets
-    TRAINED_SAMPLES responses and pass@1 only. Returns ({"<split>_<metric>": value}, the responses of the first
+    data.TRAINED_SAMPLES responses and pass@1 only. Returns ({"<split>_<metric>": value}, the responses of the first
     `keep` problems of each split). Samples are seeded by (seed, split, step, problem): the same for every run
     of a seed, whatever its design choice, batching or world size (common random numbers)."""
     out, samples = {}, []
     for kind, (name, problems) in enumerate(splits.items(), start=1):
         mine = range(ddp.rank, len(problems), ddp.world)
         trained = name == "trained"
-        k_max = max(n, TRAINED_SAMPLES) if trained else n
+        k_max = max(n, data.TRAINED_SAMPLES) if trained else n
         r = evaluate(model, tok, task, [problems[i] for i in mine], n=k_max, greedy=not trained, grader=grader,
                      ks=(1,) if trained else [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n],
                      keep=0 if trained else keep, generators=prompt_generators(seed, kind, step, mine),

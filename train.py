@@ -27,7 +27,7 @@ import reward
 from advantage import compute_advantages
 from checks import check_config, check_model
 from configurator import configure, die
-from evaluate import TRAINED_SUBSET, evaluate_splits
+from evaluate import evaluate_splits
 from loss import aggregate, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
 from report import Reporter, config_lines, console_line, eval_line, say
@@ -125,7 +125,7 @@ def main():
                                                 verbose=main_rank) for s in ("train", "test"))
     problems = data.train_subset(train_split, train_problems, seed)  # what RL trains on; evaluation: whole splits
     eval_sets = dict(train=train_split[:eval_problems or None], test=test_split[:eval_problems or None])
-    if 0 < train_problems <= TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
+    if 0 < train_problems <= data.TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
         eval_sets["trained"] = problems
     longest_prompt = max(len(data.encode_prompt(tok, task, p)) for p in train_split + test_split)
     check_model(path, config, ddp.world, device, longest_prompt)
