@@ -35,6 +35,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import flash
+from checks import PAPER_MODELS
 from distributed import micro_batches
 from model import Transformer, kv_cache_bytes, positions, token_logprobs
 from rollout import Rollout, generate
@@ -178,22 +179,6 @@ def bench_gsm8k(args, repeat=2):
     bench_update(ours, hf, rows, 8, amp, args, repeat)
 
 
-# config.json numbers of the paper's three models (from their hub pages), so no download is needed
-PAPER_MODELS = {
-    "Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                                  num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                                  rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True),
-    "Llama-3.2-1B-Instruct": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                                  num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-                                  rms_norm_eps=1e-5, rope_theta=5e5, tie_word_embeddings=True,
-                                  rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
-                                                    high_freq_factor=4.0, original_max_position_embeddings=8192)),
-    "OLMo-2-0425-1B-Instruct": dict(model_type="olmo2", vocab_size=100352, hidden_size=2048, intermediate_size=8192,
-                                    num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
-                                    rms_norm_eps=1e-6, rope_theta=5e5, tie_word_embeddings=False),
-}
-
-
 def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
     """Bytes alive at the peak of one micro-batch's forward + backward (weights and gradients excluded),
     every row a full seq_len tokens: the worst case of a padded batch or a packed FlashAttention row."""
@@ -242,7 +227,8 @@ def memory(micro_batch=8, prompts=32, rollouts=8, prompt_len=512, new_tokens=102
           f"{rollouts} rollouts x {T} tokens in bf16 (scales with sample_batch_size)")
     print(f"{'model':<25}{'params':>8}{'weights+grads+AdamW':>21}{'KV cache':>10}"
           f"{'fwd+bwd':>9}{'(grad_checkpointing)':>22}{'AdamW step':>12}")
-    for name, hf in PAPER_MODELS.items():
+    for hub_id, hf in PAPER_MODELS.items():
+        name = hub_id.split("/")[1]
         with torch.device("meta"):
             n = sum(p.numel() for p in Transformer(hf).parameters())
         kv = kv_cache_bytes(hf, prompts * rollouts, T, torch.bfloat16)
