@@ -234,7 +234,8 @@ def update_terms(cfg, c, device, rows, seq_len, a):
     terms = [("activations", acts), ("head", chunk * V * (12 + a) + tokens * (12 * D + 32))]
     if sdpa_gqa_fallback(cfg, c, device):  # each block saves its fp32 attention weights, q, and expanded keys, values
         saved = rows * H * seq_len * (seq_len + 3 * cfg["head_dim"]) * 4
-        terms.append(("SDPA fp32 GQA fallback", saved * (1 if c["grad_checkpointing"] else L) + 4 * rows * H * seq_len ** 2))
+        layers = 1 if c["grad_checkpointing"] else L  # + the weights' gradient in backward
+        terms.append(("SDPA fp32 GQA fallback", saved * layers + 4 * rows * H * seq_len ** 2))
     return terms
 
 
@@ -314,7 +315,7 @@ def memory_help(c):
     elif path in PAPER_MODELS:
         cfg, source = read_hf_config(PAPER_MODELS[path]), "its shape from checks.PAPER_MODELS"
     else:
-        return f"\n# memory\nno estimate: {path!r} is not a model directory, in the Hugging Face cache, or a paper model"
+        return f"\n# memory\nno estimate: {path!r} is no model directory, in the Hugging Face cache or a paper model"
     gpu_config = torch.cuda.is_available() or c["dtype"] == "bfloat16"  # auto: a bf16 config is planned for a GPU
     device = c["device"] if c["device"] != "auto" else "cuda" if gpu_config else "cpu"
     seq_len = c["max_prompt_tokens"] + c["max_new_tokens"]
