@@ -139,13 +139,14 @@ def check_fit(cfg, c, device, seq_len, samples, problems=0, world=None):
     phases = memory_terms(cfg, c, device, seq_len, world, prompts, samples)
     need, peak = estimate(phases)
     if need > have:
-        fixes = dict(held="the model and its optimizer state alone (a smaller model, or kl_coef=0: no reference)",
-                     sampling="sample_batch_size (prompts per sampler call) or max_new_tokens",
-                     evaluation="eval_batch_size (0: as many as fit)",
-                     update="micro_batch_size, or grad_checkpointing=True")[peak]
+        fixes = dict(held="the model and its optimizer state alone do not fit: use a smaller model, or kl_coef=0 "
+                          "(no reference model)",
+                     sampling="lower sample_batch_size (prompts per sampler call) or max_new_tokens",
+                     evaluation="lower eval_batch_size (0: as many as fit)",
+                     update="lower micro_batch_size, or set grad_checkpointing=True")[peak]
         fallback = "; or pip install flash-attn" if any(n.startswith("SDPA") for n, _ in phases.get(peak, ())) else ""
         die(f"the run would need ~{need / GIB:.1f} GiB on {device} but {have / GIB:.1f} GiB are free: "
-            f"{summary(phases, peak)}; lower {fixes}{fallback}")
+            f"{summary(phases, peak)}; {fixes}{fallback}")
     if device.startswith("cuda") and ddp.rank == 0:
         print(f"memory: ~{need / GIB:.1f} GiB of the {have / GIB:.1f} GiB free on {device}: {summary(phases, peak)}")
     return prompts
@@ -174,7 +175,7 @@ def memory_terms(cfg, c, device, seq_len, world, eval_prompts, samples):
     phases = dict(held=held_terms(cfg, c, bool(world)))
     if world:
         per_rank = c["batch_size"] // world
-        phases["sampling"] = sampler_terms(cfg, c, device, c["sample_batch_size"] or per_rank,
+        phases["sampling"] = sampler_terms(cfg, c, device, min(c["sample_batch_size"] or per_rank, per_rank),
                                            c["rollouts"] + c["extra_rollouts"], seq_len, a)
         rows = c["micro_batch_size"] or per_rank * c["rollouts"] // c["minibatches"]  # sequences per backward
         phases["update"] = [("gradients", 4 * param_counts(cfg)[0])] + update_terms(cfg, c, device, rows, seq_len, a)
@@ -232,6 +233,8 @@ def update_terms(cfg, c, device, rows, seq_len, a):
     # the head: up to three fp32 (c, V) at once and a bf16 one (its backward: p, log p, the gradient and its cast);
     # per token the final norm's fp32 input, output and normalized states, and the (B, T) log-prob tensors
     terms = [("activations", acts), ("head", chunk * V * (12 + a) + tokens * (12 * D + 32))]
+    if c["kl_coef"] > 0:  # the reference's log-probs while the policy's graph is alive: no graph, a block at a time
+        terms.append(("reference forward", tokens * (3 * a * cfg["intermediate_size"] + 16 * D) + chunk * V * (8 + a)))
     if sdpa_gqa_fallback(cfg, c, device):  # each block saves its fp32 attention weights, q, and expanded keys, values
         saved = rows * H * seq_len * (seq_len + 3 * cfg["head_dim"]) * 4
         layers = 1 if c["grad_checkpointing"] else L  # + the weights' gradient in backward

@@ -50,11 +50,13 @@ def test_each_term_equals_the_hand_computed_bytes():
     # a block per token: 5 bf16 inputs of 64, q, k (RoPE'd), v, out: 2*2*(64+32) + 4 B x 4 heads, MLP 4*2*96,
     # norms 16*64 + 8 = 640 + 400 + 768 + 1032 = 2840 B; 2 rows x 16 tokens, 2 blocks + 1 in backward
     assert phases["update"] == [("gradients", 4 * 68224), ("activations", 32 * 3 * 2840),
-                                ("head", 32 * 97 * (12 + 2) + 32 * (12 * 64 + 32))]
+                                ("head", 32 * 97 * (12 + 2) + 32 * (12 * 64 + 32)),  # one chunk of 32 tokens
+                                ("reference forward", 32 * (3 * 2 * 96 + 16 * 64) + 32 * 97 * (8 + 2))]
     assert phases["evaluation"] == [("KV cache", 2 * 2 * 3 * 16 * 2 * 16 * 2), ("logits", 3 * 97 * 18),
                                     ("prompts' forward", 3 * 8 * 1600)]
     held = 4 * 68224 * 4 + 2 * 67904
-    assert checks.estimate(phases) == (held + 4 * 68224 + 32 * 3 * 2840 + 32 * 97 * 14 + 32 * 800, "update")
+    update = 4 * 68224 + 32 * 3 * 2840 + 32 * 97 * 14 + 32 * 800 + 32 * 1600 + 32 * 97 * 10
+    assert checks.estimate(phases) == (held + update, "update")
     grad_ckpt = dict(checks.update_terms(read_hf_config(TINY), dict(RUN, grad_checkpointing=True), "cpu", 2, 16, 2))
     assert grad_ckpt["activations"] == 32 * (2 * 4 * 64 + 2 * 2840)  # each block's fp32 input, one block twice
     # on CUDA without flash-attn, SDPA's math kernel: the cache's k, v at 4 query heads in fp32 (+ 2 weights) for
@@ -133,7 +135,7 @@ def test_an_update_that_does_not_fit_names_micro_batch_size(gpu_80gb, capsys):
     with pytest.raises(SystemExit):
         checks.check_model(gpu_80gb, c, 1, "cuda", longest_prompt=256, problems=1319)
     err = capsys.readouterr().err
-    assert "+ update" in err and "micro_batch_size, or grad_checkpointing=True" in err
+    assert "+ update" in err and "lower micro_batch_size, or set grad_checkpointing=True" in err
 
 
 def test_eval_batch_size_0_takes_as_many_prompts_as_fit(monkeypatch):
