@@ -135,6 +135,9 @@ def check_fit(cfg, c, device, seq_len, samples, problems=0, world=None):
     prompts per sampler call."""
     have = device_memory(device)
     prompts = c["eval_batch_size"] or eval_batch_fit(cfg, c, device, seq_len, samples, have, world is not None)
+    if not prompts:
+        die(f"the model and its optimizer state leave no room in the {have / GIB:.1f} GiB free on {device} to "
+            f"evaluate one prompt: {summary(dict(held=held_terms(cfg, c, world is not None)), 'held')}")
     prompts = min(prompts, problems or prompts)
     phases = memory_terms(cfg, c, device, seq_len, world, prompts, samples)
     need, peak = estimate(phases)
@@ -292,14 +295,10 @@ def summary(phases, peak):
 
 def eval_batch_fit(cfg, c, device, seq_len, samples, have, train):
     """eval_batch_size = 0: as many prompts per evaluation sampler call as fit in the memory `have` less what the
-    run holds (every sampler term grows with the prompts, so one prompt's cost divides what is left)."""
+    run holds (every sampler term grows with the prompts, so one prompt's cost divides what is left); 0 if none."""
     held = sum(b for _, b in held_terms(cfg, c, train))
     one = sum(b for _, b in sampler_terms(cfg, c, device, 1, samples, seq_len, 2 if c["dtype"] == "bfloat16" else 4))
-    if have - held < one:
-        die(f"the model and its optimizer state take ~{held / GIB:.1f} GiB of the {have / GIB:.1f} GiB free on "
-            f"{device}: no room to evaluate even one prompt; use a smaller model or a larger GPU")
-    return (have - held) // one
-
+    return max(0, have - held) // one
 
 
 def memory_help(c):
@@ -324,12 +323,7 @@ def memory_help(c):
     seq_len = c["max_prompt_tokens"] + c["max_new_tokens"]
     gpu = not device.startswith("cuda") or torch.cuda.is_available()
     have = device_memory(device) if gpu else None
-    prompts = c["eval_batch_size"]
-    if not prompts and have:  # auto: what the memory leaves (0 when not even one prompt fits)
-        held = sum(b for _, b in held_terms(cfg, c, True))
-        one = sum(b for _, b in sampler_terms(cfg, c, device, 1, c["eval_samples"], seq_len,
-                                              2 if c["dtype"] == "bfloat16" else 4))
-        prompts = max(0, have - held) // one
+    prompts = c["eval_batch_size"] or have and eval_batch_fit(cfg, c, device, seq_len, c["eval_samples"], have, True)
     phases = memory_terms(cfg, c, device, seq_len, 1, prompts, c["eval_samples"])
     need, peak = estimate(phases)
     lines = [f"\n# memory (checks.py: the estimate train.py checks before it loads the model; GiB)",

@@ -144,6 +144,7 @@ def test_eval_batch_size_0_takes_as_many_prompts_as_fit(monkeypatch):
     cfg, c = read_hf_config(TINY), dict(RUN, eval_batch_size=0)
     assert checks.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 + 3 * 18642 + 100, train=True) == 3
     assert checks.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 + 3 * 18642 - 1, train=True) == 2
+    assert checks.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 - 1, train=True) == 0
     # evaluate.py holds only the fp32 weights and their bf16 copies
     assert checks.eval_batch_fit(cfg, c, "cpu", 16, 1, 4 * 68224 + 2 * 67904 + 18642, train=False) == 1
     path = os.path.join(ROOT, "assets", "tiny-arith")  # check_model reads its config.json: 8 + 8 tokens
@@ -155,6 +156,10 @@ def test_eval_batch_size_0_takes_as_many_prompts_as_fit(monkeypatch):
     assert checks.check_model(path, c, 1, "cpu", 8, problems=10 ** 6) == want
     assert checks.check_model(path, c, 1, "cpu", 8, problems=5) == 5  # never more than a split has
     assert checks.check_model(path, dict(c, eval_batch_size=7), 1, "cpu", 8, problems=100) == 7
+    monkeypatch.setattr(checks, "device_memory", lambda device: held + one - 1)  # not even one prompt
+    with pytest.raises(SystemExit) as e:
+        checks.check_model(path, c, 1, "cpu", 8, problems=100)
+    assert e.value.code == 2
 
 
 def test_help_prints_the_memory_estimate(monkeypatch, capsys):
