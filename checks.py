@@ -317,7 +317,8 @@ def memory_help(c):
     elif path in PAPER_MODELS:
         cfg, source = read_hf_config(PAPER_MODELS[path]), "its shape from checks.PAPER_MODELS"
     else:
-        return f"\n# memory\nno estimate: {path!r} is no model directory, in the Hugging Face cache or a paper model"
+        return (f"\n\n# memory\nno estimate: {path!r} is not a model directory here, nor in the Hugging Face cache, "
+                f"nor one of the paper's models")
     gpu_config = torch.cuda.is_available() or c["dtype"] == "bfloat16"  # auto: a bf16 config is planned for a GPU
     device = c["device"] if c["device"] != "auto" else "cuda" if gpu_config else "cpu"
     seq_len = c["max_prompt_tokens"] + c["max_new_tokens"]
@@ -326,7 +327,7 @@ def memory_help(c):
     prompts = c["eval_batch_size"] or have and eval_batch_fit(cfg, c, device, seq_len, c["eval_samples"], have, True)
     phases = memory_terms(cfg, c, device, seq_len, 1, prompts, c["eval_samples"])
     need, peak = estimate(phases)
-    lines = [f"\n# memory (checks.py: the estimate train.py checks before it loads the model; GiB)",
+    lines = [f"\n\n# memory (checks.py: the estimate train.py checks before it loads the model; GiB)",
              f"{c['init_from']} ({source}), prompts of {c['max_prompt_tokens']} + {c['max_new_tokens']} tokens, "
              f"device {device}" + (", eval_batch_size auto: " + (f"{prompts} prompts" if have else "sized on the GPU")
                                    if not c["eval_batch_size"] else "")]
