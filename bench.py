@@ -7,6 +7,7 @@ same work.
     python bench.py --gsm8k         # only the GSM8K-like update (about a minute on one CPU thread)
     python bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
     python bench.py --rewards       # reward.score's time per call under both graders, next to math-verify's
+    python bench.py --gpu           # on a GPU: the real kernels checked against fp32, tokens/s, peak memory
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
@@ -26,7 +27,9 @@ attention kernel that saves no T x T matrix), so this stands in for a GPU measur
 cannot see is the CUDA caching allocator's fragmentation and the CUDA context (~0.5 GB).
 """
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -35,6 +38,8 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 import flash
+from checks import PAPER_MODELS
+from configurator import die
 from distributed import micro_batches
 from model import Transformer, kv_cache_bytes, positions, token_logprobs
 from rollout import Rollout, generate
@@ -178,22 +183,6 @@ def bench_gsm8k(args, repeat=2):
     bench_update(ours, hf, rows, 8, amp, args, repeat)
 
 
-# config.json numbers of the paper's three models (from their hub pages), so no download is needed
-PAPER_MODELS = {
-    "Qwen2.5-0.5B-Instruct": dict(model_type="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864,
-                                  num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-                                  rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=True),
-    "Llama-3.2-1B-Instruct": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                                  num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-                                  rms_norm_eps=1e-5, rope_theta=5e5, tie_word_embeddings=True,
-                                  rope_scaling=dict(rope_type="llama3", factor=32.0, low_freq_factor=1.0,
-                                                    high_freq_factor=4.0, original_max_position_embeddings=8192)),
-    "OLMo-2-0425-1B-Instruct": dict(model_type="olmo2", vocab_size=100352, hidden_size=2048, intermediate_size=8192,
-                                    num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
-                                    rms_norm_eps=1e-6, rope_theta=5e5, tie_word_embeddings=False),
-}
-
-
 def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
     """Bytes alive at the peak of one micro-batch's forward + backward (weights and gradients excluded),
     every row a full seq_len tokens: the worst case of a padded batch or a packed FlashAttention row."""
@@ -242,7 +231,8 @@ def memory(micro_batch=8, prompts=32, rollouts=8, prompt_len=512, new_tokens=102
           f"{rollouts} rollouts x {T} tokens in bf16 (scales with sample_batch_size)")
     print(f"{'model':<25}{'params':>8}{'weights+grads+AdamW':>21}{'KV cache':>10}"
           f"{'fwd+bwd':>9}{'(grad_checkpointing)':>22}{'AdamW step':>12}")
-    for name, hf in PAPER_MODELS.items():
+    for hub_id, hf in PAPER_MODELS.items():
+        name = hub_id.split("/")[1]
         with torch.device("meta"):
             n = sum(p.numel() for p in Transformer(hf).parameters())
         kv = kv_cache_bytes(hf, prompts * rollouts, T, torch.bfloat16)
@@ -258,7 +248,6 @@ def bench_rewards(repeat=5):
     solution; GSM8K: 400 endings ('#### 1,234', 'The answer is 72.', ...), right and wrong, against GSM8K-style
     solutions. A case's time is its best of `repeat` calls (math-verify: one call), so a busy machine blurs less."""
     import logging
-    import os
     import random
 
     import reward
@@ -317,6 +306,58 @@ def bench_rewards(repeat=5):
               f"  {worst[1]} ({worst[2]})")
 
 
+def gpu_smoke(steps=3, new_tokens=128):
+    """--gpu, for the day a GPU is at hand: the paper config's work (Qwen2.5-0.5B-Instruct from the HF cache, else a
+    random model of its shape) on the real kernels under bf16 autocast (flash-attn when installed, else SDPA): log-probs
+    against fp32 SDPA (exit code 1 if they differ), tokens/s of the sampler and the update, peak memory."""
+    if not torch.cuda.is_available():
+        die("--gpu needs a CUDA device and torch sees none: run it on a machine with a GPU and torch's CUDA build")
+    from huggingface_hub import try_to_load_from_cache
+    hub_id = "Qwen/Qwen2.5-0.5B-Instruct"
+    cached = try_to_load_from_cache(hub_id, "config.json")  # a path if downloaded before
+    if isinstance(cached, str):
+        model, source = Transformer.from_pretrained(os.path.dirname(cached), device="cuda"), "weights: HF cache"
+    else:  # the kernels' agreement and speed need the shape, not the trained weights
+        model, source = Transformer(PAPER_MODELS[hub_id]), "random weights of its shape (not in the HF cache)"
+        model.init_weights()
+        model.to("cuda")
+    model.grad_checkpointing = True
+    amp = lambda: torch.autocast("cuda", torch.bfloat16)
+    rows = Rollout(*(x.to("cuda") for x in gsm8k_rows(model.cfg["vocab_size"], prompts=4, n=8)))
+    worst, tol = logprob_check(model, rows, "cuda")
+    torch.cuda.reset_peak_memory_stats()
+    prompts = [row[valid].tolist() for row, valid in zip(rows.tokens[::8], rows.valid[::8])] * 8  # 32, 60-200 long
+    with amp():  # 8 responses each, every row new_tokens long (no stop token)
+        t_sample, = timeit([lambda: generate(model, prompts, 8, new_tokens)], "cuda", steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def update():
+        for f in ours_update(model, rows, 8, amp):
+            f()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    t_update, = timeit([update], "cuda", steps)
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {hub_id} ({source}), attention: "
+          f"{'flash-attn' if flash.flash_attn_with_kvcache is not None else 'PyTorch SDPA'}, bf16 autocast\n"
+          f"log-probs vs fp32 SDPA: max |difference| {worst:.4f}, tolerance {tol:.4f} (3% of the largest |log-prob| "
+          f"+ 1e-3, as tests/test_flash.py): {'ok' if worst <= tol else 'FAILED'}\n"
+          f"sampler {32 * 8 * new_tokens / t_sample:9.0f} tok/s (32 prompts x 8, {new_tokens} new tokens)\n"
+          f"update  {int(rows.valid.sum()) / t_update:9.0f} tok/s ({len(rows.tokens)} rows, micro-batches of 8, "
+          f"grad_checkpointing, AdamW)\npeak memory {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB")
+    return 0 if worst <= tol else 1
+
+
+def logprob_check(model, rows, device):
+    """(max |difference|, tolerance) between the rows' response log-probs on the run's kernels (bf16 autocast:
+    flash-attn when installed) and in fp32 on SDPA. bf16 keeps 8 bits and rounds in other places than fp32, so
+    the tolerance is relative: 3% of the largest |log-prob|, plus 1e-3 for log-probs near 0 (tests/test_flash.py)."""
+    with torch.no_grad():
+        with torch.autocast(device, torch.bfloat16):
+            run, _ = token_logprobs(model, rows.tokens, rows.valid, rows.mask)
+        ref, _ = token_logprobs(model, rows.tokens, rows.valid, rows.mask)  # no autocast: fp32, SDPA
+    return (run - ref)[rows.mask].abs().max().item(), 0.03 * ref[rows.mask].abs().max().item() + 1e-3
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--device", default="cpu")
@@ -327,7 +368,11 @@ def main():
     p.add_argument("--memory", action="store_true", help="estimate the paper models' GPU memory instead")
     p.add_argument("--gsm8k", action="store_true", help="only the update at the GSM8K-like shape")
     p.add_argument("--rewards", action="store_true", help="reward.score's speed per grader, next to math-verify's")
+    p.add_argument("--gpu", action="store_true", help="on a CUDA GPU: a few steps of the paper config's work on the "
+                   "real kernels, log-probs checked against fp32 SDPA, tokens/s and peak memory")
     args = p.parse_args()
+    if args.gpu:
+        sys.exit(gpu_smoke())
     if args.rewards:
         return bench_rewards()
     if args.memory:

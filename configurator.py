@@ -37,14 +37,14 @@ def die(msg, code=2):
     sys.exit(code)
 
 
-def configure(defaults, argv, source=None):
+def configure(defaults, argv, source=None, help_more=None):
     """Apply config files and --key=value overrides in argv to the dict `defaults` (a script's globals
     filtered to its config keys); return the updated values. source: the calling script's path, whose
-    comments --help prints."""
+    comments --help prints; help_more: a function of the values whose text --help prints after them."""
     out = dict(defaults)
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(help_text(out, source))
+            print(help_text(out, source) + (help_more(out) if help_more else ""))
             sys.exit(0)
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")

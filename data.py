@@ -188,6 +188,10 @@ def fit_prompts(tok, task, problems, split, max_prompt_tokens, verbose=True):
 # -----------------------------------------------------------------------------
 # which problems each step trains on
 
+TRAINED_SUBSET = 64  # a training subset this small (the multi-armed bandit view) is also evaluated on its own,
+TRAINED_SAMPLES = 16  # with this many responses per problem, so that one problem still gives a curve
+
+
 def train_subset(problems, n, seed):
     """The first n problems of a seeded permutation of `problems`; n = 0: all of them, in their order.
     It depends on nothing but its arguments, and a larger n only adds problems (the subsets for growing n

@@ -17,10 +17,6 @@ import distributed as ddp
 import reward
 from rollout import completions, generate, prompt_generators
 
-TRAINED_SUBSET = 64  # a training subset this small (the multi-armed bandit view) is also evaluated on its own,
-TRAINED_SAMPLES = 16  # with this many responses per problem, so that one problem still gives a curve
-
-
 def pass_at_k(n, c, k):
     """Unbiased pass@k from n samples with c correct (Chen et al. 2021, Codex): 1 - C(n-c, k) / C(n, k)."""
     # EXERCISE pass_at_k: return the probability that k of the n samples, drawn without replacement, hold a
@@ -93,14 +89,14 @@ def evaluate_splits(model, tok, task, splits, step, seed, n=1, keep=0, grader="n
     """train.py's evaluation: for each split of `splits` ({name: problems}), pass@1 (sampled, and greedy) under
     both graders, sharded over ranks (problem i on rank i % world); with n > 1 responses per problem also pass@k
     and how many problems are always or never solved; a "trained" split (a small training subset) gets
-    TRAINED_SAMPLES responses and pass@1 only. Returns ({"<split>_<metric>": value}, the responses of the first
+    data.TRAINED_SAMPLES responses and pass@1 only. Returns ({"<split>_<metric>": value}, the responses of the first
     `keep` problems of each split). Samples are seeded by (seed, split, step, problem): the same for every run
     of a seed, whatever its design choice, batching or world size (common random numbers)."""
     out, samples = {}, []
     for kind, (name, problems) in enumerate(splits.items(), start=1):
         mine = range(ddp.rank, len(problems), ddp.world)
         trained = name == "trained"
-        k_max = max(n, TRAINED_SAMPLES) if trained else n
+        k_max = max(n, data.TRAINED_SAMPLES) if trained else n
         r = evaluate(model, tok, task, [problems[i] for i in mine], n=k_max, greedy=not trained, grader=grader,
                      ks=(1,) if trained else [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n],
                      keep=0 if trained else keep, generators=prompt_generators(seed, kind, step, mine),
@@ -123,7 +119,7 @@ temperature = 1.0  # sampling temperature of the sampled metrics
 top_k = 0  # 0 = off
 top_p = 1.0  # 1.0 = off
 max_new_tokens = 8  # response length limit
-eval_batch_size = 128  # prompts per sampler call
+eval_batch_size = 128  # prompts per sampler call; 0 = as many as fit in memory (checks.py)
 seed = 0  # sampler seed (each problem gets its own generator, as in train.py)
 device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
 dtype = "float32"  # float32 | bfloat16 (autocast; with flash-attn on a GPU, FlashAttention decoding)
@@ -137,7 +133,7 @@ out = ""  # JSON output path (responses: the same name with _samples.jsonl); def
 def main():
     import checkpoint
     import distributed
-    from checks import check_fit, device_ok, model_config
+    from checks import check_fit, check_positions, device_ok, model_config
     from configurator import configure, die
     from model import Transformer, load_tokenizer, resolve
     from rollout import prompt_generators
@@ -149,8 +145,8 @@ def main():
               (c["eval_problems"] >= 0, f"eval_problems must be >= 0 (0 = all), got {c['eval_problems']}"),
               (c["temperature"] >= 0, f"temperature must be >= 0, got {c['temperature']}"),
               (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
-              (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 1 and c["log_samples"] >= 0,
-               "top_k and log_samples must be >= 0, max_new_tokens and eval_batch_size >= 1"),
+              (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 0 and c["log_samples"] >= 0,
+               "top_k, eval_batch_size and log_samples must be >= 0, max_new_tokens >= 1"),
               (c["grader"] in reward.GRADERS, f"grader={c['grader']!r} is not one of {', '.join(reward.GRADERS)}"),
               (c["dtype"] in ("float32", "bfloat16"), f"dtype must be float32 or bfloat16, not {c['dtype']!r}")]
     for ok, msg in checks:
@@ -171,8 +167,10 @@ def main():
     split_problems = {split: data.load_split(c["task"], split, c["data_path"])[:c["eval_problems"] or None]
                       for split in split_names}
     longest = max(len(data.encode_prompt(tok, c["task"], p)) for problems in split_problems.values() for p in problems)
-    rows = min(c["eval_batch_size"], max(map(len, split_problems.values()))) * c["n_samples"]
-    check_fit(model_config(path), longest, c["max_new_tokens"], rows, c["dtype"], device)
+    cfg = model_config(path)
+    check_positions(cfg, longest, c["max_new_tokens"])
+    batch_size = check_fit(cfg, c, device, longest + c["max_new_tokens"], c["n_samples"],
+                           max(map(len, split_problems.values())))  # eval_batch_size, or (0) what fits
     model = Transformer.from_pretrained(path, device=device)
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= c["n_samples"]]
     results = dict(init_from=c["init_from"], task=c["task"], n_samples=c["n_samples"], temperature=c["temperature"],
@@ -184,7 +182,7 @@ def main():
         with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=c["dtype"] == "bfloat16"):
             r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],
                          keep=c["log_samples"], temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
-                         batch_size=c["eval_batch_size"], generators=generators, top_k=c["top_k"], top_p=c["top_p"],
+                         batch_size=batch_size, generators=generators, top_k=c["top_k"], top_p=c["top_p"],
                          strict=c["strict"])
         all_samples += [dict(split=split, **s) for s in r.pop("samples")]
         results[split] = r

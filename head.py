@@ -30,7 +30,10 @@ class ChunkedHead(torch.autograd.Function):
             e = z.sub_(top).exp()  # (c, V) unnormalized probabilities; z keeps the logits minus their max
             total = e.sum(-1)
             out[0, s] = target - top.squeeze(-1) - total.log()  # log p(target) = z_t - logsumexp(z)
-            out[1, s] = total.log() - torch.linalg.vecdot(e, z) / total  # entropy = -sum p log p
+            # entropy = -sum p log p = log(total) - sum(e z) / total; linalg.vecdot is on autocast's bf16 list, so
+            # autocast is off for it: fp32, and no bf16 copies of e and z (c, V)
+            with torch.autocast(h.device.type, enabled=False):
+                out[1, s] = total.log() - torch.linalg.vecdot(e, z) / total
             out[2, s] = top.squeeze(-1) + total.log()
         keep = 0 < len(h) <= ctx.chunk and any(ctx.needs_input_grad[:2])  # one chunk: keep it, skip the recompute
         ctx.probs = e.div_(total[:, None]) if keep else None

@@ -25,9 +25,9 @@ import data
 import distributed as ddp
 import reward
 from advantage import compute_advantages
-from checks import check_config, check_model
+from checks import check_config, check_model, memory_help
 from configurator import configure, die
-from evaluate import TRAINED_SUBSET, evaluate_splits
+from evaluate import evaluate_splits
 from loss import aggregate, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
 from report import Reporter, config_lines, console_line, eval_line, say
@@ -45,7 +45,7 @@ num_threads = 1  # torch CPU threads; 1 is steadier on small shared machines
 max_steps = 600  # training steps
 eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
 eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
-eval_batch_size = 256  # prompts per sampler call at evaluation
+eval_batch_size = 256  # prompts per sampler call at evaluation; 0 = as many as fit in memory (checks.py)
 eval_samples = 1  # responses per problem at evaluation (the paper: 1); > 1 adds pass@k and always/never-solved
 # task
 task = "arith"  # arith | gsm8k | math (train MATH-lighteval, test MATH-500) | math_full (test all 5000)
@@ -108,7 +108,7 @@ config_keys = [k for k, v in globals().items() if not k.startswith("_") and not 
 
 def main():
     # -- setup: checks first (nothing expensive before them), then the policy, the data and the run's state
-    global device
+    global device, eval_batch_size
     device = ddp.setup(device)
     config = {k: globals()[k] for k in config_keys}
     check_config(config, ddp.world)
@@ -125,10 +125,10 @@ def main():
                                                 verbose=main_rank) for s in ("train", "test"))
     problems = data.train_subset(train_split, train_problems, seed)  # what RL trains on; evaluation: whole splits
     eval_sets = dict(train=train_split[:eval_problems or None], test=test_split[:eval_problems or None])
-    if 0 < train_problems <= TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
+    if 0 < train_problems <= data.TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
         eval_sets["trained"] = problems
     longest_prompt = max(len(data.encode_prompt(tok, task, p)) for p in train_split + test_split)
-    check_model(path, config, ddp.world, device, longest_prompt)
+    eval_batch_size = check_model(path, config, ddp.world, device, longest_prompt, max(map(len, eval_sets.values())))
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
     policy = Transformer.from_pretrained(path, device=device)
@@ -366,7 +366,7 @@ def autocast():
 DEFAULTS = {k: globals()[k] for k in config_keys}
 
 if __name__ == "__main__":
-    globals().update(configure(DEFAULTS, sys.argv[1:], source=__file__))
+    globals().update(configure(DEFAULTS, sys.argv[1:], source=__file__, help_more=memory_help))
     out_dir = out_dir or checkpoint.default_out_dir(sys.argv[1:], task)
     try:
         main()

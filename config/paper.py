@@ -43,5 +43,5 @@ eval_problems = 0
 max_steps = 500
 # nanoRFT on one GPU (memory and speed, not the paper's math): bf16 autocast, as verl's FSDP actor computes
 dtype = "bfloat16"
-eval_batch_size = 64
+eval_batch_size = 0  # prompts per evaluation sampler call: as many as fit in the GPU's memory (checks.py)
 micro_batch_size = 8  # sequences per forward/backward: bounds GPU memory, not the batch the update sees

@@ -1,5 +1,6 @@
 """bench.py: the --memory estimate (FakeTensorMode: shapes only) equals a measurement on real tensors; the
 GSM8K-like rows look like rollouts; the update's grouping by length changes nothing but the summation order."""
+import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
@@ -94,3 +95,31 @@ def test_update_in_grouped_micro_batches_has_the_whole_batchs_gradient():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)  # float summation order only
+
+
+def test_gpu_smoke_without_cuda_is_one_error_line(monkeypatch, capsys):
+    import bench
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("sys.argv", ["bench.py", "--gpu"])
+    with pytest.raises(SystemExit) as e:
+        bench.main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: --gpu needs a CUDA device") and err.count("\n") == 1
+
+
+def test_gpu_smokes_logprob_check_passes_bf16_and_catches_a_wrong_kernel(monkeypatch):
+    """bench.py --gpu's check on a CPU: bf16 autocast against fp32 is within its tolerance; attention that ignores
+    the padding and prompt mask under autocast (a kernel that reads the wrong keys) is not."""
+    import bench
+    import flash
+    torch.manual_seed(0)
+    model = Transformer(TINY)
+    model.init_weights()
+    rows = gsm8k_rows(vocab=97, prompts=2, n=2)
+    worst, tol = bench.logprob_check(model, rows, "cpu")
+    assert worst <= tol
+    real = flash.attention
+    monkeypatch.setattr(flash, "attention", lambda q, k, v, ctx, layer: real(
+        q, k, v, ctx._replace(mask=None) if torch.is_autocast_enabled("cpu") else ctx, layer))
+    worst, tol = bench.logprob_check(model, rows, "cpu")
+    assert worst > tol

@@ -173,3 +173,36 @@ def test_micro_batching_changes_only_the_summation_order(policy, extra):
     assert scale > 1e-4
     for move in moves[1:]:
         torch.testing.assert_close(move, moves[0], atol=1e-4 * scale, rtol=0)
+
+
+def import_graph():
+    """{module: the repo's modules it imports}, for every top-level .py file, imports inside functions included."""
+    import ast
+    mods = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))}
+    graph = {}
+    for m in mods:
+        with open(os.path.join(ROOT, m + ".py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+        graph[m] = {name.split(".")[0] for name in names} & mods - {m}
+    return graph
+
+
+def test_imports_point_one_way():
+    """DESIGN.md: the import graph has no circles (e.g. checks -> evaluate -> checks, even through a function's
+    own import), so each file can be read after the files it uses."""
+    graph, done, path = import_graph(), set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m not in done:
+            path.append(m)
+            for d in sorted(graph[m]):
+                visit(d)
+            path.pop()
+            done.add(m)
+    for m in sorted(graph):
+        visit(m)
+    assert {"train", "checks", "evaluate", "model"} <= done and "checks" in graph["evaluate"]

@@ -74,9 +74,11 @@ def test_evaluate_cli_prints_and_writes_json(tmp_path):
     assert len(samples) == 32 * 4 and {"prompt", "response", "answer", "reward_paper", "finished"} <= set(samples[0])
     assert 0 < r["pass@1"] <= r["pass@2"] <= r["pass@4"] <= 1
     p = subprocess.run([sys.executable, "evaluate.py", "--n_samples=2", "--splits=test", "--dtype=bfloat16",
-                        "--eval_problems=40", f"--out={out}"], cwd=root, capture_output=True, text=True, timeout=300)
+                        "--eval_problems=40", "--eval_batch_size=0", f"--out={out}"], cwd=root, capture_output=True,
+                       text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert 0 < json.loads(out.read_text())["test"]["greedy_pass@1"] <= 1  # bf16 autocast runs on CPU too
+    assert 0 < json.loads(out.read_text())["test"]["greedy_pass@1"] <= 1  # bf16 autocast runs on CPU too; the batch
+    # size from memory (eval_batch_size=0)
     p = subprocess.run([sys.executable, "evaluate.py", "--dtype=fp16"], cwd=root, capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].endswith("not 'fp16'")
 

@@ -100,7 +100,7 @@ INVALID = [("temperature", -1.0), ("temperature", 0.0), ("adv_eps", -1e-6), ("re
            ("dual_clip", 0.5), ("dual_clip", 1.0), ("dual_clip", -3.0), ("grad_clip", -1.0), ("kl_coef", -0.001),
            ("warmup_steps", -1), ("eval_problems", -1), ("max_steps", 0), ("eval_interval", 0), ("learning_rate", 0.0),
            ("learning_rate", -1e-4), ("weight_decay", -0.01), ("micro_batch_size", -1), ("sample_batch_size", -1),
-           ("eval_batch_size", 0), ("batch_size", 0), ("num_threads", 0), ("device", "xpu"), ("device", "cuda:"),
+           ("eval_batch_size", -1), ("batch_size", 0), ("num_threads", 0), ("device", "xpu"), ("device", "cuda:"),
            ("device", "cuda:-1"), ("device", "gpu"), ("task", "mnist"), ("task", "GSM8K"),
            ("learning_rate", float("nan")), ("adv_eps", float("nan")), ("grad_clip", float("inf")),
            ("kl_coef", float("nan")), ("temperature", float("inf")), ("data_path", "gsm8k.jsonl")]

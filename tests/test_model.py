@@ -364,3 +364,27 @@ def test_prompts_are_not_shared_when_responses_start_in_different_columns():
     lengths = valid[:9, :5].sum(1).tolist()
     one_each = [lengths.index(n) for n in (5, 3, 1)]  # one row of each prompt: nothing repeats
     assert shared_prompts(tokens[one_each], valid[one_each], response[one_each]) is None
+
+
+def test_entropy_is_fp32_under_bf16_autocast():
+    """Under bf16 autocast the head's logits are bf16 (the matmul), but the entropy is computed from them in fp32:
+    it equals the float64 entropy of the same logits within fp32 rounding. Bound: exp, the sums over V terms and
+    the division each add at most (V + 4) u relative error (u = 2^-24, recursive summation), on terms of size up
+    to 1 + |z| with z the logits minus their max, so |error| <= (V + 4) u (1 + 2 range(z)). A bf16 vecdot (what
+    autocast makes of torch.linalg.vecdot) rounds its inputs and result to 8 bits: ~2^-9 of an entropy of ~5,
+    which this bound catches (checked below, so the test can fail)."""
+    g = torch.Generator().manual_seed(0)
+    h, w = torch.randn(16, 32, generator=g), torch.randn(256, 32, generator=g) * 0.3  # (n, D), (V, D)
+    targets = torch.randint(0, 256, (16,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, entropy = ChunkedHead.apply(h, w, targets, 0.7, False)
+        z = F.linear(h, w).double() / 0.7  # (16, 256): the same bf16 logits, upcast exactly
+    assert entropy.dtype == torch.float32
+    want = torch.logsumexp(z, -1) - (z.softmax(-1) * z).sum(-1)  # float64 reference
+    bound = (256 + 4) * 2.0 ** -24 * (1 + 2 * (z.amax(-1) - z.amin(-1)))  # (16,)
+    assert ((entropy.double() - want).abs() <= bound).all()
+    zs = (z - z.amax(-1, keepdim=True)).float()
+    e = zs.exp()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = e.sum(-1).log() - torch.linalg.vecdot(e, zs) / e.sum(-1)  # the entropy as autocast computes it
+    assert ((bf16.double() - want).abs() > bound).any()
