@@ -246,9 +246,13 @@ def encode_prompt(tok, task, problem):
     if task == "arith":  # the tiny policy was trained on the raw prompt, no special tokens
         return tok.encode(problem["prompt"], add_special_tokens=False)
     if tok.chat_template:  # an instruct model: the prompt is one user turn, then the assistant's header
-        # the template is rendered around a marker, and its text (with its special tokens) and the problem's
-        # are encoded apart; the marker is cut where the text starts and ends: '\n' or special tokens in the
-        # templates of Qwen2.5 and Llama 3, where pieces encode as the whole does
+        text = problem["prompt"]
+        if not any(t in text for t in special_tokens(tok)):  # the common case: the template's tokens, as always
+            # return_dict=False: transformers 5 would return a BatchEncoding by default, 4.x a list either way
+            return list(tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                tokenize=True, return_dict=False))
+        # text that spells a special token: the template is rendered around a marker, and its text (with its
+        # special tokens) and the problem's are encoded apart
         marker = "\x00PROMPT\x00"
         rendered = tok.apply_chat_template([{"role": "user", "content": marker}], add_generation_prompt=True,
                                            tokenize=False)
@@ -256,9 +260,13 @@ def encode_prompt(tok, task, problem):
             die(f"the tokenizer's chat template renders a user message {rendered.count(marker)} times, not once: "
                 f"use a model whose template holds each message once")
         before, after = rendered.split(marker)
-        return (tok.encode(before, add_special_tokens=False) + plain_text(tok, problem["prompt"], False)
+        return (tok.encode(before, add_special_tokens=False) + plain_text(tok, text, False)
                 + tok.encode(after, add_special_tokens=False))
     return plain_text(tok, problem["prompt"], True)  # a BOS where the tokenizer has one
+
+
+def special_tokens(tok):
+    return set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
 
 
 def plain_text(tok, text, add_special_tokens):
