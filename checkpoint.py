@@ -258,15 +258,18 @@ def model_dir(path):
     return found[0]
 
 
-def check_optimizer(saved, policy, path):
-    """The optimizer state of a checkpoint's train_state.pt fits the policy: one entry per parameter, moments of
-    its shape. Checked before a resume changes anything: a train state that belongs to another model fails in
-    load_state_dict, or (same tensor count, other shapes) in the first opt.step(), after log.jsonl was cut."""
-    shapes = [tuple(p.shape) for p in policy.parameters()]
+def check_optimizer(saved, opt, path):
+    """The optimizer state of a checkpoint's train_state.pt fits the optimizer `opt` of the policy: its groups of
+    parameters, moments of each parameter's shape. Checked before a resume changes anything: a train state that
+    belongs to another model fails in load_state_dict, or (same tensor count, other shapes) in the first
+    opt.step(), after log.jsonl was cut."""
+    sizes = [len(group["params"]) for group in opt.param_groups]
+    shapes = [tuple(p.shape) for group in opt.param_groups for p in group["params"]]
     try:
         ids = sorted(i for group in saved["param_groups"] for i in group["params"])
-        if ids != list(range(len(shapes))):
-            why = f"{len(ids)} parameter tensors, the model has {len(shapes)}"
+        saved_sizes = [len(group["params"]) for group in saved["param_groups"]]
+        if saved_sizes != sizes or ids != list(range(len(shapes))):
+            why = f"parameter tensors per group {saved_sizes}, the model's {sizes}"
         else:
             wrong = [(i, tuple(v.shape)) for i, moments in saved["state"].items() for k, v in moments.items()
                      if k in ("exp_avg", "exp_avg_sq") and tuple(v.shape) != shapes[i]]

@@ -141,7 +141,7 @@ def main():
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
     if resume:
-        checkpoint.check_optimizer(state["optimizer"], policy, path)  # before anything is changed
+        checkpoint.check_optimizer(state["optimizer"], opt, path)  # before anything is changed
         opt.load_state_dict(state["optimizer"])
     state["config"] = config
     if overwrite and not resume and main_rank:

@@ -104,12 +104,14 @@ def foreign_optimizer(state, how):
         last = max(opt["state"])
         del opt["state"][last]
         opt["param_groups"][0]["params"].remove(last)
-    else:  # as many tensors, one of another shape: load_state_dict takes it, opt.step() fails
+    elif how == "other shapes":  # as many tensors, one of another shape: load_state_dict takes it, opt.step() fails
         opt["state"][0]["exp_avg"] = torch.zeros(3, 5)
         opt["state"][0]["exp_avg_sq"] = torch.zeros(3, 5)
+    else:
+        state["optimizer"] = {"lr": 1e-4}
 
 
-@pytest.mark.parametrize("how", ["another layer count", "other shapes"])
+@pytest.mark.parametrize("how", ["another layer count", "other shapes", "not an optimizer state"])
 def test_an_optimizer_state_of_another_model_is_refused_before_anything_changes(how, run_copy, capsys):
     path = run_copy / "ckpt" / "train_state.pt"
     state = torch.load(path, weights_only=True)
@@ -120,7 +122,8 @@ def test_an_optimizer_state_of_another_model_is_refused_before_anything_changes(
     before = snapshot(run_copy)
     line = fails(capsys, train_main, run_copy, "--init_from=resume", "--max_steps=4")
     assert "train_state.pt holds the optimizer state of another model" in line
-    assert ("parameter tensors" if how == "another layer count" else "(3, 5)") in line
+    assert {"another layer count": "parameter tensors per group", "other shapes": "shape (3, 5)",
+            "not an optimizer state": "not an AdamW state"}[how] in line
     assert snapshot(run_copy) == before  # the log keeps its line of step 3
 
 
