@@ -301,15 +301,18 @@ def resume_lines(path, step, what):
     if not os.path.exists(path):
         warn(f"{path} is missing: its {what} up to step {step} are lost; the run goes on from there")
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.readlines()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError as e:  # a directory, or unreadable
+        die(f"cannot read {path} ({e.strerror or e}); move it away to resume without its {what}")
     kept, broken = [], 0
     for i, line in enumerate(lines):
         try:
             record = json.loads(line)
             if record["step"] <= step:
                 kept.append(json.dumps(record) + "\n")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             # a last line without its newline was cut by a kill while it was written: a step after the
             # checkpoint's (each step's lines are written before its checkpoint), so nothing is lost
             broken += i < len(lines) - 1 or line.endswith("\n")

@@ -182,6 +182,21 @@ def test_a_full_disk_when_a_resume_cuts_the_log_changes_nothing(run_copy, monkey
     assert snapshot(run_copy) == before
 
 
+@pytest.mark.parametrize("damage", ["a line nested 1000 deep", "a directory"])
+def test_a_foreign_samples_file_on_resume(damage, run_copy, capsys):
+    samples = run_copy / "samples.jsonl"
+    if damage == "a directory":
+        os.remove(samples)
+        samples.mkdir()
+        assert "cannot read" in fails(capsys, Reporter, str(run_copy), 2, {}, {}, True)
+        return
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text(lines[0] + "[" * 1000 + "]" * 1000 + "\n" + "".join(lines[1:]))
+    Reporter(str(run_copy), 2, {}, {}, True).close()
+    assert "dropped 1 damaged line" in capsys.readouterr().err
+    assert samples.read_text().splitlines(keepends=True) == lines
+
+
 # -----------------------------------------------------------------------------
 # 4. evaluate.py: the output is writable before the evaluation, and a failed write keeps an earlier result
 
