@@ -124,6 +124,12 @@ def nonfinite(old_logprobs, mask, loss):
 
 
 def say(msg):
-    """A line on stdout that doesn't break a tqdm bar."""
+    """A line on stdout that doesn't break a tqdm bar. When stdout is gone (`python train.py | head` ended), the
+    run goes on with its log files: one warning, and later lines go to /dev/null."""
     from tqdm import tqdm
-    tqdm.write(msg, file=sys.stdout)
+    try:
+        tqdm.write(msg, file=sys.stdout)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit with an "Exception ignored" traceback
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("warning: stdout was closed; the run goes on, its lines are in log.jsonl", file=sys.stderr)

@@ -197,6 +197,18 @@ def test_a_foreign_samples_file_on_resume(damage, run_copy, capsys):
     assert samples.read_text().splitlines(keepends=True) == lines
 
 
+@pytest.mark.slow
+def test_a_run_whose_stdout_pipe_closes_goes_on(tmp_path):
+    """`python train.py | head -c 5`: the console's pipe closes while the run goes on."""
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *FAST, f"--out_dir={tmp_path}"], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.read(5) == "out_d"
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    assert "warning: stdout was closed" in err and log_steps(tmp_path) == [0, 1, 2]
+
+
 # -----------------------------------------------------------------------------
 # 4. evaluate.py: the output is writable before the evaluation, and a failed write keeps an earlier result
 
