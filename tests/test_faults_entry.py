@@ -17,7 +17,9 @@ import data
 import train
 from configurator import configure
 from test_data import QWEN_TEMPLATE, char_tokenizer
-from test_faults import DEFAULTS, ENV, ROOT, TINY, evaluate_main, fails, train_main
+from test_faults import DEFAULTS, ENV, ROOT, TINY, evaluate_main, fails, no_eval, train_main
+
+__all__ = ["no_eval"]  # a fixture of test_faults.py
 
 
 # -----------------------------------------------------------------------------
@@ -38,9 +40,9 @@ def write_jsonl(path, rows):
     ([{"question": "q", "answer": "#### 2"}, "[1, 2]\n"], "line 2 is a JSON list"),
     ([{"question": "q", "answer": "#### 2"}, '{"question": "q",\n'], "line 2 is not JSON")],
     ids=["nested 1000 deep", "mixed types", "not an object", "not JSON"])
-def test_a_data_file_that_datasets_would_choke_on_names_its_line(rows, says, tmp_path, capsys):
+def test_a_data_file_that_datasets_would_choke_on_names_its_line(rows, says, tmp_path, capsys, no_eval):
     path = write_jsonl(tmp_path / "train.jsonl", rows)
-    line = fails(capsys, data.load_split, "gsm8k", "train", str(path))
+    line = fails(capsys, train_main, tmp_path / "out", "--task=gsm8k", f"--data_path={path}")
     assert f"{path} {says}" in line
 
 
