@@ -11,6 +11,8 @@ ckpt.old is deleted), so a kill at any point leaves a whole checkpoint in ckpt o
 copes with whatever a kill or a damaged disk left. Resume refuses a changed experiment, a fresh run refuses
 to overwrite another, and what cannot be recovered is said in one line.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +31,8 @@ from configurator import die
 SAFE_TO_CHANGE = ("out_dir", "init_from", "overwrite", "device", "num_threads", "max_steps", "eval_interval",
                   "eval_batch_size", "sample_batch_size", "micro_batch_size", "grad_checkpointing", "max_bad_steps",
                   "log_interval", "log_samples", "log_rollouts", "wandb_log", "wandb_project", "wandb_run_name")
+LOCK = ".lock"  # held by the process that runs in out_dir (claim)
+HELD = {}  # lock path -> the open file that holds its flock, for this process's life
 RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval.json", "eval_samples.jsonl")
 
 
@@ -69,6 +73,8 @@ def prepare_out_dir(out_dir, resume, overwrite, clear=True):
         os.remove(probe)
     except OSError as e:
         die(f"cannot write to out_dir {out_dir!r} ({e.strerror}); pass a writable --out_dir")
+    if ddp.rank == 0:  # the run's one writer; other ranks share its claim
+        claim(out_dir)
     found = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
     if resume or not found:
         return
@@ -78,6 +84,30 @@ def prepare_out_dir(out_dir, resume, overwrite, clear=True):
             f"replace it with --overwrite=True")
     if clear:
         clear_run(out_dir)
+
+
+def claim(out_dir):
+    """Hold out_dir for this process until it ends: an exclusive flock on out_dir/LOCK, which holds the pid.
+    Check and claim are one atomic step, so of two runs started at once into one out_dir the second stops here
+    with one line; the kernel drops the lock of a process that died, so a killed run leaves no stale claim."""
+    path = os.path.join(out_dir, LOCK)
+    key = os.path.realpath(path)
+    if key in HELD:  # this process holds it already (a test calling main() again)
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        die(f"out_dir {out_dir!r} is in use by another run (pid {pid}, holding {path}); wait for it to end, or "
+            f"pass another --out_dir")
+    except OSError as e:  # a filesystem without locks (some network ones): run, but say what is not caught
+        warn(f"cannot lock {path} ({e.strerror or e}): a second run started into {out_dir} would not be stopped")
+        return
+    HELD[key] = fd
+    with contextlib.suppress(OSError):  # the pid only names the holder; a full disk is said at the first log line
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def clear_run(out_dir):
@@ -128,16 +158,20 @@ def read(path, mmap=True):
     for f in ("config.json", "tokenizer_config.json", "train_state.pt"):
         if not os.path.isfile(os.path.join(path, f)):
             return None, f"{path} has no {f}"
-    bad = weights_problem(os.path.join(path, "model.safetensors"))
-    if bad:
-        return None, bad
+    json_files = [f for f in ("config.json", "tokenizer_config.json", "tokenizer.json")
+                  if os.path.isfile(os.path.join(path, f))]
+    for bad in [json_problem(os.path.join(path, f)) for f in json_files] + \
+            [weights_problem(os.path.join(path, "model.safetensors"))]:
+        if bad:
+            return None, bad
     try:
         # to the CPU: a GPU run's file reads on a machine without one, and a save's check that the last checkpoint
         # is whole puts no AdamW state on the GPU; the optimizer moves its state to its parameters' device itself
         state = torch.load(os.path.join(path, "train_state.pt"), weights_only=True, mmap=mmap, map_location="cpu")
     except Exception as e:  # truncated or overwritten: pickle, zip and torch errors alike
         return None, f"{path}/train_state.pt is unreadable ({type(e).__name__})"
-    if not isinstance(state, dict) or not {"step", "optimizer", "config"} <= state.keys():
+    if not isinstance(state, dict) or not {"step", "optimizer", "config"} <= state.keys() or \
+            type(state["step"]) is not int or not isinstance(state["config"], dict):
         return None, f"{path}/train_state.pt is not a nanoRFT training state"
     return state, None
 
@@ -146,18 +180,29 @@ def weights_problem(path):
     """Why a safetensors file is not whole (missing, or shorter than its header says), or None. Reads the
     8-byte header length and the header only."""
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            raw = f.read(n)
-        if len(raw) < n:
-            return f"{path} is truncated"
-        header = json.loads(raw)
+            n = int.from_bytes(f.read(8), "little")  # random bytes: up to 2^64, more than f.read() can take
+            if 8 + n > size:
+                return f"{path} is truncated or not safetensors (its header claims {n} bytes)"
+            header = json.loads(f.read(n))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if os.path.getsize(path) < 8 + n + end:
+        if size < 8 + n + end:
             return f"{path} is truncated"
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, MemoryError) as e:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, MemoryError, RecursionError) as e:
         return f"{path} is unreadable ({type(e).__name__})"
     return None
+
+
+def json_problem(path):
+    """Why a JSON file of a checkpoint (config, tokenizer) is not whole: not UTF-8 JSON holding an object, or
+    None."""
+    try:
+        with open(path, "rb") as f:
+            ok = isinstance(json.loads(f.read()), dict)
+    except (OSError, ValueError, RecursionError, MemoryError) as e:  # UnicodeDecodeError is a ValueError
+        return f"{path} is unreadable ({type(e).__name__})"
+    return None if ok else f"{path} is not a JSON object"
 
 
 def last(out_dir):
@@ -200,7 +245,7 @@ def load(out_dir):
         die(f"{'; '.join(problems)}, and there is no other checkpoint: this run cannot be resumed; start it over "
             f"with --overwrite=True or pass another --out_dir")
     die(f"init_from=resume but {out_dir!r} holds no checkpoint (ckpt/train_state.pt); start the run again "
-        f"{'with --overwrite=True' if os.listdir(out_dir) else 'without --init_from=resume'}")
+        f"{'with --overwrite=True' if set(os.listdir(out_dir)) - {LOCK} else 'without --init_from=resume'}")
 
 
 def model_dir(path):
@@ -213,6 +258,31 @@ def model_dir(path):
     if found is None:
         die(f"{path} is a train.py out_dir but holds no whole checkpoint (ckpt or ckpt.old): nothing to evaluate")
     return found[0]
+
+
+def check_optimizer(saved, opt, path):
+    """The optimizer state of a checkpoint's train_state.pt fits the optimizer `opt` of the policy: its groups of
+    parameters, moments of each parameter's shape. Checked before a resume changes anything: a train state that
+    belongs to another model fails in load_state_dict, or (same tensor count, other shapes) in the first
+    opt.step(), after log.jsonl was cut."""
+    sizes = [len(group["params"]) for group in opt.param_groups]
+    shapes = [tuple(p.shape) for group in opt.param_groups for p in group["params"]]
+    try:
+        ids = sorted(i for group in saved["param_groups"] for i in group["params"])
+        saved_sizes = [len(group["params"]) for group in saved["param_groups"]]
+        if saved_sizes != sizes or ids != list(range(len(shapes))):
+            why = f"parameter tensors per group {saved_sizes}, the model's {sizes}"
+        else:
+            wrong = [(i, tuple(v.shape)) for i, moments in saved["state"].items() for k, v in moments.items()
+                     if k in ("exp_avg", "exp_avg_sq") and tuple(v.shape) != shapes[i]]
+            why = wrong and f"parameter {wrong[0][0]}'s moments have shape {wrong[0][1]}, the model's " \
+                            f"{shapes[wrong[0][0]]}"
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        why = f"not an AdamW state: {type(e).__name__}"
+    if why:
+        die(f"{path}/train_state.pt holds the optimizer state of another model ({why}): the checkpoint's weights "
+            f"and train state do not belong together; resume from a whole checkpoint of this run, or start it over "
+            f"with --overwrite=True")
 
 
 def check_resume(saved, now):
@@ -233,15 +303,18 @@ def resume_lines(path, step, what):
     if not os.path.exists(path):
         warn(f"{path} is missing: its {what} up to step {step} are lost; the run goes on from there")
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.readlines()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError as e:  # a directory, or unreadable
+        die(f"cannot read {path} ({e.strerror or e}); move it away to resume without its {what}")
     kept, broken = [], 0
     for i, line in enumerate(lines):
         try:
             record = json.loads(line)
             if record["step"] <= step:
                 kept.append(json.dumps(record) + "\n")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             # a last line without its newline was cut by a kill while it was written: a step after the
             # checkpoint's (each step's lines are written before its checkpoint), so nothing is lost
             broken += i < len(lines) - 1 or line.endswith("\n")

@@ -21,6 +21,14 @@ from loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
 from head import LOGIT_CHUNK
 from model import kv_cache_bytes, read_hf_config
 
+# the smallest sampling temperature: logits / temperature, and the difference of two of them (softmax subtracts
+# the largest), must stay finite in float32 and bfloat16 (both max 3.4e38) for logits up to MAX_LOGIT in size,
+# or sampling and the loss turn to inf and NaN. A language model's logits are far smaller (tiny-arith's on 200
+# test prompts: at most 11.3 in size), and long before this bound sampling is greedy in effect: two distinct
+# float32 logits of size 0.5 to 1 differ by 6e-8 or more, e^60 times the probability at a temperature of 1e-9
+MAX_LOGIT = 1e4
+MIN_TEMPERATURE = 2 * MAX_LOGIT / torch.finfo(torch.float32).max  # 5.9e-35
+
 
 def check_config(c, world):
     """Every value that would train on garbage, or crash later, ends the run here with one line; misleading
@@ -45,6 +53,9 @@ def check_config(c, world):
             die(f"{k} must be at least {low}, got {c[k]}")
     rules = [(c["temperature"] > 0, f"temperature must be > 0 in training (got {c['temperature']}): the policy "
                                     f"gradient needs a sampling distribution; greedy pass@1 is logged at every eval"),
+             (c["temperature"] <= 0 or c["temperature"] >= MIN_TEMPERATURE,
+              f"temperature={c['temperature']} is below {MIN_TEMPERATURE:.1e}: logits / temperature would overflow "
+              f"float32 for logits of size {MAX_LOGIT:.0e}; use a temperature >= {MIN_TEMPERATURE:.1e}"),
              (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
              (c["learning_rate"] > 0, f"learning_rate must be > 0, got {c['learning_rate']}"),
              (0 <= c["clip_low"] <= 1, f"clip_low must be in [0, 1] (1 - clip_low is the lowest ratio; 1: no lower "

@@ -29,12 +29,33 @@ import types
 def die(msg, code=2):
     """End the program on a user error: one clear line on stderr, exit code 2. A progress bar being drawn is
     closed first (it ends its line), so the error starts a line of its own and is the last thing shown."""
+    close_bars()
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def close_bars():
     tqdm = sys.modules.get("tqdm")  # only if the program uses tqdm: never imported just for this
     if tqdm is not None:
         for bar in list(getattr(tqdm.tqdm, "_instances", ())):
             bar.close()
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
+
+
+def quiet_interrupt(name):
+    """An entry point calls this first thing with its __name__ (imported, it does nothing): from that instant a
+    Ctrl-C that the program does not handle itself ends it with one line instead of a traceback of whichever
+    import (torch takes seconds) or loop it hit. Python still exits as killed by SIGINT (status 130 in a shell),
+    and handlers of KeyboardInterrupt (train.py's resume hint, sweep.py's stop) run as before."""
+    if name != "__main__":
+        return
+    report = sys.excepthook
+
+    def hook(kind, value, tb):  # what Python calls with an exception nothing caught, just before it exits
+        if not issubclass(kind, KeyboardInterrupt):
+            return report(kind, value, tb)
+        close_bars()
+        print("error: interrupted", file=sys.stderr)
+    sys.excepthook = hook
 
 
 def configure(defaults, argv, source=None, help_more=None):
@@ -59,7 +80,8 @@ def configure(defaults, argv, source=None, help_more=None):
             die(f"argument {arg!r} is neither a config file nor --key=value (--help lists the keys)")
         else:
             for k, v in exec_config(arg, {}).items():
-                if not k.startswith("_") and not isinstance(v, types.ModuleType):  # a config may `import math`
+                # a config may `import math` and define helper functions
+                if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType)):
                     out[k] = check(k, v, defaults, arg)
     return out
 
@@ -91,14 +113,20 @@ def exec_config(path, ns, including=(), read=None):
         if not isinstance(name, str):
             die(f"include() in {path!r} needs a file name string, got {name!r}")
         exec_config(os.path.join(os.path.dirname(path), name), ns, including + (path,), read)
+    outer = ns.get("include")  # an including file's own include(): back in place once this file has run
+    ns["include"] = include
     try:
-        # exec'd with include() as its only global and ns as its locals: config files are the user's own
-        # code, like nanoGPT's, and each include() resolves paths against its own file's directory
-        exec(compile(src, path, "exec"), {"include": include}, ns)
+        # exec'd in the one namespace ns, as Python runs a module (so a generator expression or a function in
+        # the file sees the file's names): config files are the user's own code, like nanoGPT's, and each
+        # include() resolves paths against its own file's directory
+        exec(compile(src, path, "exec"), ns)
     except SyntaxError as e:
         die(f"{where} line {e.lineno}: {e.msg}")
     except Exception as e:
         die(f"{where} failed: {type(e).__name__}: {' '.join(str(e).split())}")
+    ns.pop("include", None)
+    if outer is not None:
+        ns["include"] = outer
     return ns
 
 

@@ -20,6 +20,7 @@ batch_indices (shuffled epochs), both pure functions of their arguments so a res
 """
 import functools
 import glob
+import json
 import logging
 import os
 import random
@@ -53,7 +54,8 @@ def load_split(task, split, data_path=""):
         return [arith_problem(a, b) for a, b in arith_pairs()[split]]
     if task not in TASKS:
         die(f"unknown task {task!r}: one of {', '.join(TASKS)}")
-    ds, where = local_split(data_path, split) if data_path else hub_split(task, split)
+    columns = COLUMNS["math" if task == "math_full" else task]
+    ds, where = local_split(data_path, split, columns) if data_path else hub_split(task, split)
     return to_problems(ds, "math" if task == "math_full" else task, where)
 
 
@@ -82,12 +84,13 @@ def hub_split(task, split):
     return ds, f"{name} ({split} split)"
 
 
-def local_split(data_path, split):
+def local_split(data_path, split, columns):
+    """columns: (the prompt column, the answer columns) of the task, whose values must be strings."""
     files = local_files(data_path, split)
     builder = {".parquet": "parquet", ".jsonl": "json"}.get(os.path.splitext(files[0])[1])
     if builder is None:
         die(f"data_path {data_path!r} must be a .parquet or .jsonl file, or a directory of them")
-    check_files(files)
+    check_files(files, (columns[0], *columns[1]))
     if split == "test" and os.path.isfile(data_path):  # allowed (e.g. a quick look at learning), but never silent
         print(f"warning: data_path {data_path!r} is one file, so the test split is the training problems: "
               f"test accuracy will not measure generalization", file=sys.stderr)
@@ -112,9 +115,11 @@ def local_files(data_path, split):
     die(f"data_path {data_path!r} has no {split}.parquet, {split}.jsonl or {split}-*.parquet")
 
 
-def check_files(files):
+def check_files(files, columns=()):
     """Each file readable and well-formed enough for datasets, and the split not empty: checked here, where we
-    can name the file, because datasets reports these cases with a traceback or a message naming neither."""
+    can name the file and line, because datasets reports these cases with a traceback or a message naming
+    neither. A .jsonl line must be a JSON object whose `columns` hold strings where present: datasets would
+    turn a column of mixed strings and numbers into numbers, blaming the wrong row."""
     rows = 0
     for path in files:
         try:
@@ -126,10 +131,12 @@ def check_files(files):
             die(f"{path} is empty (0 bytes): download it again, or point data_path at a copy with rows")
         if path.endswith(".jsonl"):
             try:
-                rows += sum(1 for line in raw.decode().splitlines() if line.strip())
+                text = raw.decode()
             except UnicodeDecodeError as e:
                 line = raw.count(b"\n", 0, e.start) + 1
                 die(f"{path} line {line} is not UTF-8 ({e.reason}): save the file as UTF-8")
+            for n, line in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+                rows += check_line(path, n, line, columns) if line.strip() else 0
             continue
         import pyarrow.parquet  # a dependency of datasets
         try:
@@ -141,6 +148,22 @@ def check_files(files):
         die(f"{', '.join(files)} has no rows: point data_path at a copy with problems in it")
 
 
+def check_line(path, n, line, columns):
+    """Line n of a .jsonl file: a JSON object, with strings in `columns` where present; returns 1 (a row)."""
+    try:
+        row = json.loads(line)
+    except RecursionError:  # datasets would die of it with a traceback
+        die(f"{path} line {n} is nested too deeply to read: fix the file or download it again")
+    except ValueError as e:
+        die(f"{path} line {n} is not JSON ({e}): fix the file or download it again")
+    if not isinstance(row, dict):
+        die(f"{path} line {n} is a JSON {type(row).__name__}, not an object of columns: fix the file")
+    for c in columns:
+        if c in row and not isinstance(row[c], str):
+            die(f"{path} line {n}: {c!r} must be a string, got {type(row[c]).__name__} {row[c]!r:.60}")
+    return 1
+
+
 def load_or_die(what, hint, *args, **kwargs):
     """datasets.load_dataset(*args, **kwargs); a failure ends the run with one line naming `what`."""
     import datasets  # imported here: it takes seconds, and arith never needs it
@@ -149,7 +172,7 @@ def load_or_die(what, hint, *args, **kwargs):
     log.setLevel(logging.CRITICAL)
     try:
         return datasets.load_dataset(*args, **kwargs)
-    except (OSError, ValueError, StopIteration, datasets.exceptions.DatasetsError) as e:
+    except (OSError, ValueError, StopIteration, RecursionError, datasets.exceptions.DatasetsError) as e:
         while e.__cause__ is not None:  # DatasetGenerationError wraps the parser's error, which says what is wrong
             e = e.__cause__
         die(f"could not load {what}: {type(e).__name__}: {' '.join(str(e).split())}{hint}")
@@ -221,14 +244,38 @@ def epoch_order(n_problems, seed, epoch):
 # prompt encoding
 
 def encode_prompt(tok, task, problem):
-    """Token ids of a problem's prompt, as the policy sees it."""
+    """Token ids of a problem's prompt, as the policy sees it. The problem's text is plain text: a "<|im_end|>"
+    or "<eos>" in a question is encoded as those characters, never as the special token (else dataset text could
+    end the user's turn and forge others), as Meta's Llama 3 reference encodes message content."""
     if task == "arith":  # the tiny policy was trained on the raw prompt, no special tokens
         return tok.encode(problem["prompt"], add_special_tokens=False)
     if tok.chat_template:  # an instruct model: the prompt is one user turn, then the assistant's header
-        # return_dict=False: transformers 5 would return a BatchEncoding by default, 4.x a list either way
-        return list(tok.apply_chat_template([{"role": "user", "content": problem["prompt"]}],
-                                            add_generation_prompt=True, tokenize=True, return_dict=False))
-    return tok.encode(problem["prompt"], add_special_tokens=True)  # a BOS where the tokenizer has one
+        text = problem["prompt"]
+        if not any(t in text for t in special_tokens(tok)):  # the common case: the template's tokens, as always
+            # return_dict=False: transformers 5 would return a BatchEncoding by default, 4.x a list either way
+            return list(tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                tokenize=True, return_dict=False))
+        # text that spells a special token: the template is rendered around a marker, and its text (with its
+        # special tokens) and the problem's are encoded apart
+        marker = "\x00PROMPT\x00"
+        rendered = tok.apply_chat_template([{"role": "user", "content": marker}], add_generation_prompt=True,
+                                           tokenize=False)
+        if rendered.count(marker) != 1:
+            die(f"the tokenizer's chat template renders a user message {rendered.count(marker)} times, not once: "
+                f"use a model whose template holds each message once")
+        before, after = rendered.split(marker)
+        return (tok.encode(before, add_special_tokens=False) + plain_text(tok, text, False)
+                + tok.encode(after, add_special_tokens=False))
+    return plain_text(tok, problem["prompt"], True)  # a BOS where the tokenizer has one
+
+
+def special_tokens(tok):
+    return set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
+
+
+def plain_text(tok, text, add_special_tokens):
+    """Token ids of text with special tokens' spellings split as ordinary characters (split_special_tokens)."""
+    return tok(text, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"]
 
 
 def stop_ids(tok):

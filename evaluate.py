@@ -5,6 +5,10 @@ always / never solved, and the responses themselves, on a task's train and test 
     python evaluate.py --init_from=out/arith --n_samples=8     # a run's out_dir (its ckpt) or a model dir
     python evaluate.py --help
 """
+from configurator import quiet_interrupt
+
+quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
+
 import json
 import math
 import os
@@ -133,7 +137,7 @@ out = ""  # JSON output path (responses: the same name with _samples.jsonl); def
 def main():
     import checkpoint
     import distributed
-    from checks import check_fit, check_positions, device_ok, model_config
+    from checks import MIN_TEMPERATURE, check_fit, check_positions, device_ok, model_config
     from configurator import configure, die
     from model import Transformer, load_tokenizer, resolve
     from rollout import prompt_generators
@@ -143,7 +147,8 @@ def main():
               (all(s in ("train", "test") for s in split_names), f"splits={c['splits']!r}: use train, test or both"),
               (c["n_samples"] >= 1, f"n_samples must be at least 1, got {c['n_samples']}"),
               (c["eval_problems"] >= 0, f"eval_problems must be >= 0 (0 = all), got {c['eval_problems']}"),
-              (c["temperature"] >= 0, f"temperature must be >= 0, got {c['temperature']}"),
+              (c["temperature"] == 0 or c["temperature"] >= MIN_TEMPERATURE,  # logits / temperature stay finite
+               f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE:.1e}, got {c['temperature']}"),
               (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
               (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 0 and c["log_samples"] >= 0,
                "top_k, eval_batch_size and log_samples must be >= 0, max_new_tokens >= 1"),
@@ -159,6 +164,15 @@ def main():
         die(f"out={out_path!r} is a directory; pass a file name such as {os.path.join(out_path, 'eval.json')!r}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         die(f"out={out_path!r}: its directory does not exist; create it or pass another --out")
+    samples_path = os.path.splitext(out_path)[0] + "_samples.jsonl"
+    for p in (out_path, samples_path):  # writable, before the evaluation (a run in a read-only directory)
+        try:
+            new = not os.path.exists(p)
+            open(p, "a").close()  # "a": an earlier result stays as it is
+            if new:
+                os.remove(p)
+        except OSError as e:
+            die(f"cannot write {p} ({e.strerror or e}); pass a writable --out")
     if not device_ok(c["device"]):
         die(f"device={c['device']!r} is not one of auto, cpu, cuda, cuda:N")
     device = distributed.setup(c["device"])
@@ -187,11 +201,17 @@ def main():
         all_samples += [dict(split=split, **s) for s in r.pop("samples")]
         results[split] = r
         print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))
-    with open(out_path, "w") as f:
-        json.dump(results, f, indent=2)
-    samples_path = os.path.splitext(out_path)[0] + "_samples.jsonl"
-    with open(samples_path, "w") as f:
-        f.writelines(json.dumps(s) + "\n" for s in all_samples)
+    for p, text in ((out_path, json.dumps(results, indent=2)), (samples_path, "".join(json.dumps(s) + "\n"
+                                                                                       for s in all_samples))):
+        try:  # via a temporary file: a full disk leaves an earlier result whole
+            with open(p + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(p + ".tmp", p)
+        except OSError as e:
+            if os.path.exists(p + ".tmp"):
+                os.remove(p + ".tmp")
+            die(f"could not write {p} ({e.strerror or e}); " + ("the results printed above are not saved" if
+                                                               p == out_path else f"{out_path} holds the results"))
     print(f"wrote {out_path} and {samples_path}")
 
 

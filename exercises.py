@@ -15,6 +15,10 @@ student are the tests that check the project (tests/test_exercises.py strips eac
 
 EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
 """
+from configurator import die, quiet_interrupt
+
+quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
+
 import ast
 import os
 import re
@@ -23,7 +27,6 @@ import shutil
 import subprocess
 import sys
 
-from configurator import die
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # the worksheet's order (EXERCISES.md): the step's core first, then the pieces around it, then the machinery

@@ -18,6 +18,10 @@ gives mean(d) and mean(d) ± t(0.975, k-1) * std(d) / sqrt(k) over the k seeds, 
 
 The figure needs matplotlib, which is optional: without it only the table is written.
 """
+from configurator import die, quiet_interrupt
+
+quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
+
 import argparse
 import glob
 import json
@@ -27,7 +31,6 @@ import re
 
 import numpy as np
 
-from configurator import die
 
 METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
 # the figure's rows when --metrics is not given (those some run logged; trained_pass@1: runs on a train_problems subset)

@@ -5,9 +5,12 @@ and, optionally, some training rollouts), and the same metrics in Weights & Bias
 On resume, log and samples keep their lines up to the checkpoint's step (later ones are redone).
 """
 import json
+import math
 import os
 import secrets
 import sys
+
+import torch
 
 import checkpoint
 from configurator import die
@@ -48,12 +51,20 @@ class Reporter:
             kept_log = checkpoint.resume_lines(log_path, resume_step, "log lines")
             kept_samples = checkpoint.resume_lines(samples_path, resume_step, "samples") \
                 if os.path.exists(samples_path) or kept_log else []
-        self.lines = [json.loads(line) for line in kept_log]
+        self.lines, self.out_dir = [json.loads(line) for line in kept_log], out_dir
         for path, kept in ((log_path, kept_log), (samples_path, kept_samples)):
-            with open(path + ".tmp", "w") as f:  # the kept lines replace the file whole: a kill here loses none
-                f.writelines(kept)
-            os.replace(path + ".tmp", path)
-        self.log, self.samples = open(log_path, "a"), open(samples_path, "a")
+            try:  # the kept lines replace the file whole: a kill here, or a full disk, loses none
+                with open(path + ".tmp", "wb", buffering=0) as f:
+                    append(f, "".join(kept))
+                os.replace(path + ".tmp", path)
+            except OSError as e:
+                if os.path.exists(path + ".tmp"):
+                    os.remove(path + ".tmp")
+                die(f"could not write {path} ({e.strerror or e}); it is unchanged, and "
+                    f"{checkpoint.resume_hint(out_dir, 'free some space, then ')}")
+        # unbuffered: each line is on disk when write() returns, so a kill loses no finished step, and a full
+        # disk fails in write() itself, not again in a flush at exit
+        self.log, self.samples = open(log_path, "ab", buffering=0), open(samples_path, "ab", buffering=0)
         if wandb_log:  # optional dependency, imported only when asked for
             try:
                 import wandb
@@ -64,14 +75,19 @@ class Reporter:
                                     id=state["wandb_id"], resume="allow", config=config, dir=out_dir)
 
     def write(self, line, samples=()):
-        """One step: its log line (flushed: a kill loses no finished step) and its samples."""
+        """One step: its samples, then its log line. A write that fails (a full disk) ends the run with one line
+        saying what the files keep: the lines of the steps before this one (a resume drops a torn last line)."""
         if not self.active:
             return
+        for f, text in ((self.samples, "".join(json.dumps(dict(step=line["step"], **s)) + "\n" for s in samples)),
+                        (self.log, json.dumps(line) + "\n")):
+            try:
+                append(f, text)
+            except OSError as e:
+                kept = f"steps up to {self.lines[-1]['step']}" if self.lines else "no step"
+                die(f"could not write {f.name} at step {line['step']} ({e.strerror or e}); log.jsonl and "
+                    f"samples.jsonl keep {kept}, and {checkpoint.resume_hint(self.out_dir, 'free some space, then ')}")
         self.lines.append(line)
-        self.samples.writelines(json.dumps(dict(step=line["step"], **s)) + "\n" for s in samples)
-        self.samples.flush()
-        self.log.write(json.dumps(line) + "\n")
-        self.log.flush()
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in line.items() if k != "step"}, step=line["step"])
 
@@ -92,7 +108,28 @@ class Reporter:
                 self.wandb.finish()
 
 
+def append(f, text):
+    """Write all of text to the unbuffered binary file f (a write may take only part of it, as a disk fills)."""
+    data = text.encode()
+    while data:
+        data = data[f.write(data):]
+
+
+def nonfinite(old_logprobs, mask, loss):
+    """What a skipped step found non-finite first: the log-probs of the sampled tokens (the policy's logits /
+    temperature at sampling), the loss, or only the gradient. old_logprobs, mask: (N, T); loss: the step's."""
+    if not torch.isfinite(old_logprobs[mask]).all():
+        return "log-prob at sampling (the policy's logits / temperature)"
+    return "loss" if not math.isfinite(loss) else "gradient"
+
+
 def say(msg):
-    """A line on stdout that doesn't break a tqdm bar."""
+    """A line on stdout that doesn't break a tqdm bar. When stdout is gone (`python train.py | head` ended), the
+    run goes on with its log files: one warning, and later lines go to /dev/null."""
     from tqdm import tqdm
-    tqdm.write(msg, file=sys.stdout)
+    try:
+        tqdm.write(msg, file=sys.stdout)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit with an "Exception ignored" traceback
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("warning: stdout was closed; the run goes on, its lines are in log.jsonl", file=sys.stderr)

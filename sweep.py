@@ -26,6 +26,10 @@ pipeline. A run whose done.json matches its args and config files' text, and who
 evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped midway resumes from
 its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over (--overwrite=True).
 """
+from configurator import die, quiet_interrupt
+
+quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
+
 import argparse
 import json
 import os
@@ -40,7 +44,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import checkpoint
 import plot
-from configurator import die
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a CPU core per run

@@ -11,6 +11,10 @@ main() tells one step as a story: prompts -> rollouts -> rewards -> advantages -
 evaluation, log, checkpoint. Every design choice is a global below with a one-line comment; config files and
 --key=value set them. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
 """
+from configurator import configure, die, quiet_interrupt
+
+quiet_interrupt(__name__)  # first: a Ctrl-C while torch imports (seconds) ends with one line, not a traceback
+
 import math
 import os
 import sys
@@ -26,11 +30,10 @@ import distributed as ddp
 import reward
 from advantage import compute_advantages
 from checks import check_config, check_model, memory_help
-from configurator import configure, die
 from evaluate import evaluate_splits
 from loss import aggregate, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
-from report import Reporter, config_lines, console_line, eval_line, say
+from report import Reporter, config_lines, console_line, eval_line, nonfinite, say
 from rollout import cat, completions, generate, prompt_generators
 
 # -----------------------------------------------------------------------------
@@ -138,6 +141,7 @@ def main():
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
     if resume:
+        checkpoint.check_optimizer(state["optimizer"], opt, path)  # before anything is changed
         opt.load_state_dict(state["optimizer"])
     state["config"] = config
     if overwrite and not resume and main_rank:
@@ -178,12 +182,13 @@ def main():
         stats = update(model, ref, opt, rows) if trained else {}
         t2 = time.time()
         bad_steps = bad_steps + 1 if stats.get("skipped") else 0
-        if stats.get("skipped") and main_rank:
-            bar.write(f"warning: step {step}: non-finite loss or gradient, skipped {stats['skipped']} optimizer "
-                      f"step(s)", file=sys.stderr)
+        why = stats.get("skipped") and nonfinite(rows["old_logprobs"], rows["mask"], stats["loss"])
+        if why and main_rank:
+            bar.write(f"warning: step {step}: non-finite {why}, skipped {stats['skipped']} optimizer step(s)",
+                      file=sys.stderr)
         if bad_steps >= max_bad_steps:  # resuming would repeat them: the run's settings are at fault
-            die(f"{bad_steps} steps in a row had a non-finite loss or gradient; stopping: start a new run with a "
-                f"lower learning_rate (another out_dir, or --overwrite=True)")
+            die(f"{bad_steps} steps in a row had a non-finite {why}; stopping: start a new run with a lower "
+                f"learning_rate (another out_dir, or --overwrite=True)")
         # -- 7. log; every eval_interval steps: evaluate, then checkpoint
         tokens = metrics.pop("tokens")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),

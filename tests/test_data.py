@@ -152,7 +152,7 @@ def parquet_cut_short(path):
     ("train.parquet", b"PAR1 this is not parquet", "is not a readable parquet file (ArrowInvalid"),
     ("train.parquet", parquet_cut_short, "is not a readable parquet file (ArrowInvalid"),
     ("train.jsonl", b'{"question": "q", "answer": "#### 1"}\n{"question": "q2", "ans\n',
-     "could not load {path}: ArrowInvalid: JSON parse error"),
+     "{path} line 2 is not JSON (Unterminated string"),
 ])
 def test_a_file_that_cannot_be_used_is_named_in_one_line(tmp_path, capsys, caplog, name, content, msg):
     path = str(tmp_path / name)

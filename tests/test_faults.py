@@ -60,8 +60,9 @@ def log_steps(out_dir):
 
 
 def snapshot(out_dir):
-    """{path: digest} of every file under out_dir: equal snapshots, nothing lost or changed."""
-    files = [os.path.join(d, f) for d, _, names in os.walk(out_dir) for f in names]
+    """{path: digest} of every file under out_dir but the lock (it names whoever ran there last): equal
+    snapshots, nothing lost or changed."""
+    files = [os.path.join(d, f) for d, _, names in os.walk(out_dir) for f in names if f != checkpoint.LOCK]
     return {os.path.relpath(f, out_dir): hashlib.sha1(open(f, "rb").read()).hexdigest() for f in files}
 
 
@@ -465,7 +466,7 @@ def test_resume_falls_back_to_ckpt_old_and_replaces_the_damaged_ckpt(run_copy, c
     train_main(run_copy, "--init_from=resume", "--max_steps=4")
     assert "truncated" in capsys.readouterr().err
     assert log_steps(run_copy) == [0, 1, 2, 3, 4] and ckpt_step(run_copy / "ckpt") == 4
-    assert sorted(os.listdir(run_copy)) == ["ckpt", "log.jsonl", "samples.jsonl"]
+    assert sorted(os.listdir(run_copy)) == [checkpoint.LOCK, "ckpt", "log.jsonl", "samples.jsonl"]
 
 
 @pytest.mark.parametrize("damage, says", [("deleted", "missing"), ("emptied", "no line for the checkpoint's step 2"),
