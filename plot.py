@@ -17,6 +17,10 @@ and its reference R, d_s = G_s - R_s at the last step both evaluated, for each s
 gives mean(d) and mean(d) ± t(0.975, k-1) * std(d) / sqrt(k) over the k seeds, "n/a" for one seed.
 
 The figure needs matplotlib, which is optional: without it only the table is written.
+
+Logs are read as train.py's resume reads them: a last line that a kill cut short is dropped, other damaged
+lines (not JSON, not UTF-8 where it matters, not a step's record) are skipped with a warning. results.md and
+results.png are written whole or not at all: a full or read-only disk leaves the previous ones as they were.
 """
 import argparse
 import glob
@@ -24,12 +28,14 @@ import json
 import math
 import os
 import re
+import sys
 
 import numpy as np
 
 from configurator import die
 
 METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
+BASE_KEYS = ("step", "time", "responses")  # in every train.py log line; an evaluation line also has METRICS
 # the figure's rows when --metrics is not given (those some run logged; trained_pass@1: runs on a train_problems subset)
 DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "trained_pass@1", "regret")
 # two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30, 40, 60, 120 and the normal limit
@@ -63,17 +69,64 @@ def run_seed(run_dir):
         with open(os.path.join(run_dir, "run.json")) as f:
             args = json.load(f)["args"]
         return next(int(a.split("=")[1]) for a in args if a.startswith("--seed="))
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError):
+        return None  # missing, cut short or another program's: the seed is unknown, so the run is not paired
 
 
 def read_pipeline(path):
-    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None elsewhere."""
-    try:
-        with open(os.path.join(path, "pipeline.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None where there is
+    none; one line when it is there but not sweep.py's (cut short, not JSON, another program's)."""
+    file = os.path.join(path, "pipeline.json")
+    if not os.path.exists(file):
         return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            p = json.load(f)
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        p = None
+    strings = lambda x: isinstance(x, list) and all(isinstance(e, str) for e in x)
+    if not (isinstance(p, dict) and strings(p.get("entries", [])) and isinstance(p.get("baseline", ""), str)
+            and isinstance(p.get("references", {}), dict) and strings([*p.get("references", {}).values()])):
+        die(f"{file} is not a pipeline.json of sweep.py (a JSON object of entries, baseline and references): run "
+            f"the sweep's command again to rewrite it, or delete it")
+    return p
+
+
+def record(text):
+    """A log line as a dict of its numeric fields, or None when it is not a train.py log line (not JSON, not an
+    object, no integer step, time and responses; or an evaluation line without METRICS)."""
+    try:
+        line = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(line, dict):
+        return None
+    line = {k: v for k, v in line.items() if type(v) in (int, float)}  # not bool, str, null (plot only numbers)
+    if type(line.get("step")) is not int or not all(k in line for k in BASE_KEYS) or \
+            ("test_pass@1" in line and not all(k in line for k in METRICS)):
+        return None
+    return line
+
+
+def read_log(path):
+    """The records of a log.jsonl, by the rule of train.py's resume (checkpoint.resume_lines): bytes that are not
+    UTF-8 are replaced, a last line without its newline (a kill cut it) is dropped, and other damaged lines are
+    skipped with a warning. One line when the file cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts = f.readlines()
+    except OSError as e:
+        die(f"cannot read {path} ({e.strerror}); make it readable or leave its run out")
+    lines, broken = [], 0
+    for i, text in enumerate(texts):
+        line = record(text) if text.strip() else {}
+        if line is None:
+            broken += i < len(texts) - 1 or text.endswith("\n")  # a cut last line: a step not finished
+        elif line:
+            lines.append(line)
+    if broken:
+        print(f"warning: {path}: skipped {broken} damaged line(s)", file=sys.stderr)
+    return lines
 
 
 def load_runs(paths):
@@ -89,8 +142,7 @@ def load_runs(paths):
         rank = lambda log: (order.index(g) if (g := group_of(log)) in order else len(order), natural(log))
         for log in sorted(logs, key=rank):
             run_dir = os.path.dirname(os.path.abspath(log))
-            with open(log) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+            lines = read_log(log)
             evals = [line for line in lines if "test_pass@1" in line]
             if evals:
                 runs.setdefault(group_of(log), []).append(dict(dir=run_dir, seed=run_seed(run_dir), lines=lines,
@@ -235,52 +287,59 @@ def paired_curve(group, ref, key):
     return np.array(steps), diffs.mean(0), half
 
 
-def figure(runs, path, metrics, baseline, references=None):
-    """PNG: a row per metric; columns: vs step, vs responses sampled (log scale), and the paired difference to
-    each group's reference with its 95% band. Mean over seeds, ± std shaded. Raises ImportError without
-    matplotlib."""
+def figure(runs, metrics, baseline, references=None):
+    """The figure: a row per metric; columns: vs step, vs responses sampled (log scale), and, when some group is
+    compared, the paired difference to its reference with its 95% band. Mean over seeds, ± std shaded. The
+    legend sits below the axes, never over a curve. Raises ImportError without matplotlib."""
     import matplotlib
-    matplotlib.use("Agg")  # write files, no display
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(16, 3.6 * len(metrics)), squeeze=False)
+    from matplotlib.figure import Figure  # not pyplot: no display, and nothing to close
+    refs = {name: reference_of(name, runs, baseline, references) for name in runs}
+    drawn = {(key, name) for key in metrics for name, group in runs.items() if all(series(r, key) for r in group)}
+    pcs = {(key, name): paired_curve(runs[name], runs[refs[name]], key) for key, name in drawn if refs[name] != name}
+    pcs = {k: pc for k, pc in pcs.items() if pc is not None and len(pc[0])}
+    cols = 3 if pcs else 2  # one run, or none compared: no empty column of differences
+    fig = Figure(figsize=(16 * cols / 3, 3.6 * len(metrics)))
+    axes = fig.subplots(len(metrics), cols, squeeze=False)
     # tab20's light/dark pairs of one hue: sweep.py's replay pipeline lists each twin next to its replay entry
-    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
+    colors = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
     positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"] if c.get("responses", 0) > 0]
     for i, key in enumerate(metrics):
         scale = 100 if percent(key) else 1
         for g, (name, group) in enumerate(runs.items()):
-            if not all(series(r, key) for r in group):
+            color = colors[g % len(colors)]
+            if (key, name) not in drawn:
                 continue
             steps, responses, values = curves(group, key)
             mean, std = mean_std(scale * values)  # (K,), (K,) or None
             for ax, x in zip(axes[i, :2], (steps, responses)):
-                ax.plot(x, mean, color=colors[g % len(colors)], label=f"{name} ({len(group)})")
+                ax.plot(x, mean, color=color, label=f"{name} ({len(group)})" + (
+                    f", Δ vs {refs[name]}" if cols == 3 and refs[name] not in (name, baseline) else ""))
                 if std is not None:
-                    ax.fill_between(x, mean - std, mean + std, color=colors[g % len(colors)], alpha=0.15)
-            ref = reference_of(name, runs, baseline, references)
-            pc = None if ref == name else paired_curve(group, runs[ref], key)
-            if pc is not None:
-                steps, diff, half = pc
-                axes[i, 2].plot(steps, scale * diff, color=colors[g % len(colors)], label=f"{name} - {ref}")
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
+            if (key, name) in pcs:
+                steps, diff, half = pcs[key, name]
+                axes[i, 2].plot(steps, scale * diff, color=color)
                 if half is not None:
-                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half),
-                                            color=colors[g % len(colors)], alpha=0.15)
-        unit = " (%)" if scale == 100 else ""
-        axes[i, 0].set_ylabel(key + unit)
-        axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
-        axes[i, 2].axhline(0, color="gray", lw=0.8)
+                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color,
+                                            alpha=0.15)
+        axes[i, 0].set_ylabel(key + (" (%)" if scale == 100 else ""))
+        if cols == 3:
+            axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
+            axes[i, 2].axhline(0, color="gray", lw=0.8)
         axes[i, 1].set_xscale("symlog", linthresh=min(positive, default=1))  # log, with step 0's 0 responses
         for ax in axes[i]:
             ax.grid(alpha=0.3)
     for ax, label in zip(axes[-1], ("step", "responses sampled (log scale)", "step")):
         ax.set_xlabel(label)
-    axes[0, 0].legend(title="design choice (seeds)", fontsize="small")
-    axes[0, 2].set_title("paired difference to the reference, 95% t-band over seeds", fontsize="medium")
-    if len(axes[0, 2].lines) > 1:  # a compared group's line besides the zero line
-        axes[0, 2].legend(fontsize="small")
+    if cols == 3:
+        axes[0, 2].set_title(f"paired difference to the {'reference' if set(refs.values()) - {baseline} else 'baseline'}"
+                             f", 95% t-band over seeds", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    # below the figure, outside every axes (savefig's bbox_inches="tight" keeps it in the image)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(len(labels), 4),
+               title=f"design choice (seeds); baseline {baseline}", fontsize="small")
+    return fig
 
 
 def plot_metrics(runs, metrics=None):
@@ -295,21 +354,55 @@ def plot_metrics(runs, metrics=None):
     return list(metrics)
 
 
+def save(path, write):
+    """Write path whole or not at all: write(tmp) fills a temporary file that then replaces path, so a full or
+    read-only disk leaves the previous file as it was; one line if it fails."""
+    tmp = f"{path}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        die(f"could not write {path} ({e.strerror or e}); {path} is as it was: free some space or make its "
+            f"directory writable, then run the same command again")
+
+
+def save_text(path, text):
+    def fill(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    save(path, fill)
+
+
 def write(runs, prefix, baseline, references=None, metrics=None):
     """prefix.md with the table (also printed) and prefix.png with the curves when matplotlib is installed."""
     text = table(summarize(runs, baseline, references), baseline)
-    with open(prefix + ".md", "w") as f:
-        f.write(text)
+    save_text(prefix + ".md", text)
     print(text + f"wrote {prefix}.md")
     try:
-        figure(runs, prefix + ".png", plot_metrics(runs, metrics), baseline, references)
-        print(f"wrote {prefix}.png")
+        fig = figure(runs, plot_metrics(runs, metrics), baseline, references)
     except ImportError:
         print(f"no figure: pip install matplotlib to get {prefix}.png")
+        return
+    save(prefix + ".png", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    print(f"wrote {prefix}.png")
+
+
+def check_prefix(prefix):
+    """One line, before any work, when prefix.md or prefix.png cannot be written there."""
+    where = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.isdir(where):
+        die(f"--out={prefix!r}: directory {where!r} does not exist; create it or pass another --out")
+    for f in (prefix + ".md", prefix + ".png"):
+        if os.path.isdir(f):
+            die(f"--out={prefix!r}: {f!r} is a directory; pass another --out")
+    if not os.access(where, os.W_OK):
+        die(f"--out={prefix!r}: cannot write in {where!r}; make it writable or pass another --out")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="train.py out_dirs and/or sweep dirs, the baseline's first")
     p.add_argument("--out", default="", help="output prefix (default: PATH/results for one path, else results)")
     p.add_argument("--baseline", default="", help="group the others are compared with (default: a sweep dir's "
@@ -317,6 +410,8 @@ def main(argv=None):
     p.add_argument("--metrics", default="", help=f"comma-separated logged keys to plot (default: "
                                                  f"{','.join(DEFAULT_PLOT)}, those logged)")
     args = p.parse_args(argv)
+    prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
+    check_prefix(prefix)
     runs = load_runs(args.paths)
     if not runs:
         die("no run has an evaluation in its log yet")
@@ -324,7 +419,6 @@ def main(argv=None):
     baseline = args.baseline or pipeline.get("baseline") or next(iter(runs))
     if baseline not in runs:
         die(f"baseline {baseline!r} is not one of the groups: {', '.join(runs)}")
-    prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     write(runs, prefix, baseline, pipeline.get("references"), metrics)
 
