@@ -17,10 +17,6 @@ and its reference R, d_s = G_s - R_s at the last step both evaluated, for each s
 gives mean(d) and mean(d) ± t(0.975, k-1) * std(d) / sqrt(k) over the k seeds, "n/a" for one seed.
 
 The figure needs matplotlib, which is optional: without it only the table is written.
-
-Logs are read as train.py's resume reads them: a last line that a kill cut short is dropped, other damaged
-lines (not JSON, not UTF-8 where it matters, not a step's record) are skipped with a warning. results.md and
-results.png are written whole or not at all: a full or read-only disk leaves the previous ones as they were.
 """
 import argparse
 import glob
@@ -35,7 +31,6 @@ import numpy as np
 from configurator import die
 
 METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
-BASE_KEYS = ("step", "time", "responses")  # in every train.py log line; an evaluation line also has METRICS
 # the figure's rows when --metrics is not given (those some run logged; trained_pass@1: runs on a train_problems subset)
 DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "trained_pass@1", "regret")
 # two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30, 40, 60, 120 and the normal limit
@@ -82,51 +77,41 @@ def read_pipeline(path):
     try:
         with open(file, encoding="utf-8") as f:
             p = json.load(f)
-    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        p = None
-    strings = lambda x: isinstance(x, list) and all(isinstance(e, str) for e in x)
-    if not (isinstance(p, dict) and strings(p.get("entries", [])) and isinstance(p.get("baseline", ""), str)
-            and isinstance(p.get("references", {}), dict) and strings([*p.get("references", {}).values()])):
+        entries, refs = p.get("entries", []), p.get("references", {})
+        ok = isinstance(entries, list) and isinstance(p.get("baseline", ""), str) and isinstance(refs, dict) and \
+            all(isinstance(e, str) for e in [*entries, *refs.values()])
+    except (OSError, ValueError, RecursionError, AttributeError):  # UnicodeDecodeError is a ValueError
+        ok = False
+    if not ok:
         die(f"{file} is not a pipeline.json of sweep.py (a JSON object of entries, baseline and references): run "
             f"the sweep's command again to rewrite it, or delete it")
     return p
 
 
 def record(text):
-    """A log line as a dict of its numeric fields, or None when it is not a train.py log line (not JSON, not an
-    object, no integer step, time and responses; or an evaluation line without METRICS)."""
-    try:
-        line = json.loads(text)
-    except (ValueError, RecursionError):
+    """A log line as a dict of its numeric fields, or None when it is not a train.py log line."""
+    try:  # numbers only: not bool, str or null (AttributeError: not an object)
+        line = {k: v for k, v in json.loads(text).items() if type(v) in (int, float)}
+    except (ValueError, RecursionError, AttributeError):
         return None
-    if not isinstance(line, dict):
-        return None
-    line = {k: v for k, v in line.items() if type(v) in (int, float)}  # not bool, str, null (plot only numbers)
-    if type(line.get("step")) is not int or not all(k in line for k in BASE_KEYS) or \
-            ("test_pass@1" in line and not all(k in line for k in METRICS)):
-        return None
-    return line
+    needed = ("time", "responses", *(METRICS if "test_pass@1" in line else ()))  # train.py logs them with step
+    return line if type(line.get("step")) is int and all(k in line for k in needed) else None
 
 
 def read_log(path):
-    """The records of a log.jsonl, by the rule of train.py's resume (checkpoint.resume_lines): bytes that are not
-    UTF-8 are replaced, a last line without its newline (a kill cut it) is dropped, and other damaged lines are
-    skipped with a warning. One line when the file cannot be read."""
+    """The records of a log.jsonl, read as train.py's resume reads it (checkpoint.resume_lines): bytes that are not
+    UTF-8 are replaced, a line a kill cut is dropped, other damaged lines are skipped with a warning."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             texts = f.readlines()
     except OSError as e:
         die(f"cannot read {path} ({e.strerror}); make it readable or leave its run out")
-    lines, broken = [], 0
-    for i, text in enumerate(texts):
-        line = record(text) if text.strip() else {}
-        if line is None:
-            broken += i < len(texts) - 1 or text.endswith("\n")  # a cut last line: a step not finished
-        elif line:
-            lines.append(line)
-    if broken:
-        print(f"warning: {path}: skipped {broken} damaged line(s)", file=sys.stderr)
-    return lines
+    records = [record(text) for text in texts if text.strip()]
+    # a last line without its newline was cut by a kill while it was written (a step that never finished)
+    torn = int(bool(texts) and bool(texts[-1].strip()) and not texts[-1].endswith("\n") and records[-1] is None)
+    if records.count(None) > torn:
+        print(f"warning: {path}: skipped {records.count(None) - torn} damaged line(s)", file=sys.stderr)
+    return [r for r in records if r is not None]
 
 
 def load_runs(paths):
@@ -275,12 +260,12 @@ def curves(group, key):
 
 def paired_curve(group, ref, key):
     """(steps (K,), mean (K,), half-width (K,) or None) of the paired difference group - ref, at the steps every
-    run of the shared seeds logged key; None when no seed is shared."""
+    run of the shared seeds logged key; None when no seed or step is shared."""
     by_seed = {r["seed"]: series(r, key) for r in ref if r["seed"] is not None}
     pairs = [(series(r, key), by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
-    if not pairs:
+    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
+    if not steps:
         return None
-    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
     diffs = np.array([[a[s] - b[s] for s in steps] for a, b in pairs], dtype=float)  # (k, K)
     k = len(pairs)
     half = t975(k - 1) * diffs.std(0, ddof=1) / math.sqrt(k) if k > 1 else None
@@ -295,10 +280,10 @@ def figure(runs, metrics, baseline, references=None):
     from matplotlib.figure import Figure  # not pyplot: no display, and nothing to close
     refs = {name: reference_of(name, runs, baseline, references) for name in runs}
     drawn = {(key, name) for key in metrics for name, group in runs.items() if all(series(r, key) for r in group)}
-    pcs = {(key, name): paired_curve(runs[name], runs[refs[name]], key) for key, name in drawn if refs[name] != name}
-    pcs = {k: pc for k, pc in pcs.items() if pc is not None and len(pc[0])}
-    cols = 3 if pcs else 2  # one run, or none compared: no empty column of differences
-    fig = Figure(figsize=(16 * cols / 3, 3.6 * len(metrics)))
+    pcs = {(key, name): pc for key, name in drawn if refs[name] != name and
+           (pc := paired_curve(runs[name], runs[refs[name]], key)) is not None}
+    cols = 3 if pcs else 2
+    fig = Figure(figsize=(16 * cols / 3, 3.6 * len(metrics)))  # no empty column for a single run
     axes = fig.subplots(len(metrics), cols, squeeze=False)
     # tab20's light/dark pairs of one hue: sweep.py's replay pipeline lists each twin next to its replay entry
     colors = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
@@ -306,22 +291,20 @@ def figure(runs, metrics, baseline, references=None):
     for i, key in enumerate(metrics):
         scale = 100 if percent(key) else 1
         for g, (name, group) in enumerate(runs.items()):
-            color = colors[g % len(colors)]
             if (key, name) not in drawn:
                 continue
+            color = colors[g % len(colors)]
             steps, responses, values = curves(group, key)
             mean, std = mean_std(scale * values)  # (K,), (K,) or None
             for ax, x in zip(axes[i, :2], (steps, responses)):
-                ax.plot(x, mean, color=color, label=f"{name} ({len(group)})" + (
-                    f", Δ vs {refs[name]}" if cols == 3 and refs[name] not in (name, baseline) else ""))
+                ax.plot(x, mean, color=color, label=f"{name} ({len(group)})")
                 if std is not None:
                     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
             if (key, name) in pcs:
                 steps, diff, half = pcs[key, name]
                 axes[i, 2].plot(steps, scale * diff, color=color)
                 if half is not None:
-                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color,
-                                            alpha=0.15)
+                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color, alpha=.15)
         axes[i, 0].set_ylabel(key + (" (%)" if scale == 100 else ""))
         if cols == 3:
             axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
@@ -332,13 +315,12 @@ def figure(runs, metrics, baseline, references=None):
     for ax, label in zip(axes[-1], ("step", "responses sampled (log scale)", "step")):
         ax.set_xlabel(label)
     if cols == 3:
-        axes[0, 2].set_title(f"paired difference to the {'reference' if set(refs.values()) - {baseline} else 'baseline'}"
-                             f", 95% t-band over seeds", fontsize="medium")
+        to = "baseline" if all(r in (n, baseline) for n, r in refs.items()) else "reference (the table's vs)"
+        axes[0, 2].set_title(f"paired difference to the {to}, 95% t-band over seeds", fontsize="medium")
     fig.tight_layout()
-    handles, labels = axes[0, 0].get_legend_handles_labels()
     # below the figure, outside every axes (savefig's bbox_inches="tight" keeps it in the image)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(len(labels), 4),
-               title=f"design choice (seeds); baseline {baseline}", fontsize="small")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0),
+               ncol=min(len(runs), 4), title=f"design choice (seeds); baseline {baseline}", fontsize="small")
     return fig
 
 
@@ -354,12 +336,16 @@ def plot_metrics(runs, metrics=None):
     return list(metrics)
 
 
-def save(path, write):
-    """Write path whole or not at all: write(tmp) fills a temporary file that then replaces path, so a full or
-    read-only disk leaves the previous file as it was; one line if it fails."""
+def save(path, content):
+    """Write path whole or not at all: content (text, or a matplotlib figure as PNG) goes to a temporary file that
+    then replaces path, so a full or read-only disk leaves the previous file as it was; one line if it fails."""
     tmp = f"{path}.tmp"
     try:
-        write(tmp)
+        if isinstance(content, str):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(content)
+        else:
+            content.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # "tight": the legend below the axes
         os.replace(tmp, path)
     except OSError as e:
         if os.path.isfile(tmp):
@@ -368,37 +354,18 @@ def save(path, write):
             f"directory writable, then run the same command again")
 
 
-def save_text(path, text):
-    def fill(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    save(path, fill)
-
-
 def write(runs, prefix, baseline, references=None, metrics=None):
     """prefix.md with the table (also printed) and prefix.png with the curves when matplotlib is installed."""
     text = table(summarize(runs, baseline, references), baseline)
-    save_text(prefix + ".md", text)
+    save(prefix + ".md", text)
     print(text + f"wrote {prefix}.md")
     try:
         fig = figure(runs, plot_metrics(runs, metrics), baseline, references)
     except ImportError:
         print(f"no figure: pip install matplotlib to get {prefix}.png")
         return
-    save(prefix + ".png", lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    save(prefix + ".png", fig)
     print(f"wrote {prefix}.png")
-
-
-def check_prefix(prefix):
-    """One line, before any work, when prefix.md or prefix.png cannot be written there."""
-    where = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(where):
-        die(f"--out={prefix!r}: directory {where!r} does not exist; create it or pass another --out")
-    for f in (prefix + ".md", prefix + ".png"):
-        if os.path.isdir(f):
-            die(f"--out={prefix!r}: {f!r} is a directory; pass another --out")
-    if not os.access(where, os.W_OK):
-        die(f"--out={prefix!r}: cannot write in {where!r}; make it writable or pass another --out")
 
 
 def main(argv=None):
@@ -411,8 +378,9 @@ def main(argv=None):
                                                  f"{','.join(DEFAULT_PLOT)}, those logged)")
     args = p.parse_args(argv)
     prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
-    check_prefix(prefix)
     runs = load_runs(args.paths)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(prefix))):  # other failed writes: save() says them
+        die(f"--out={prefix!r}: its directory does not exist; create it or pass another --out")
     if not runs:
         die("no run has an evaluation in its log yet")
     pipeline = (read_pipeline(args.paths[0]) or {}) if len(args.paths) == 1 else {}

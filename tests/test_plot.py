@@ -222,12 +222,13 @@ def test_a_pipeline_json_that_is_not_sweep_pys_is_one_line(tmp_path, text):
     assert not (out / "results.md").exists()
 
 
-def test_out_where_it_cannot_be_written_is_one_line_before_any_work(tmp_path):
+def test_out_where_it_cannot_be_written_is_one_line(tmp_path):
     out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
     rc, _, err = plot_cli(out, f"--out={tmp_path / 'no' / 'such' / 'r'}")
     one_error_line(rc, err, "does not exist", "create it or pass another --out")
-    (tmp_path / "r.md").mkdir()
-    one_error_line(*plot_cli(out, f"--out={tmp_path / 'r'}")[::2], "is a directory")
+    (tmp_path / "r.md").mkdir()  # found only when written: said in one line, and nothing is left behind
+    one_error_line(*plot_cli(out, f"--out={tmp_path / 'r'}")[::2], "could not write", "r.md (Is a directory)")
+    assert sorted(os.listdir(tmp_path)) == ["r.md", "sweep"]
 
 
 def test_a_failed_write_keeps_the_previous_results_and_is_one_line(tmp_path, monkeypatch, capsys):
