@@ -354,20 +354,25 @@ def test_a_config_file_that_is_not_utf8_is_said_as_train_py_says_it(tmp_path):
                            text=True)
     assert train.returncode == 2 and train.stderr == err
     assert not (tmp_path / "s").exists()  # refused before anything was written
-    one_error_line(*sweep_cli("config/nope.py", f"--out={tmp_path / 's'}")[::2], "not found", "repo root")
 
 
-def test_out_naming_a_file_is_one_line_and_the_file_is_kept(tmp_path):
+def test_out_naming_a_file_is_one_line_and_the_file_is_kept(tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("mine\n")
     one_error_line(*sweep_cli("config/minimal.py", f"--out={tmp_path / 'f'}")[::2], "is a file, not a directory")
-    one_error_line(*sweep_cli("config/minimal.py", f"--out={tmp_path / 'f' / 's'}")[::2], "cannot create --out")
-    assert (tmp_path / "f").read_text() == "mine\n"
+    monkeypatch.chdir(ROOT)
+    for argv, msg in ((["config/minimal.py", f"--out={tmp_path / 'f' / 's'}"], "cannot create --out"),
+                      (["config/nope.py", f"--out={tmp_path / 's'}"], "(run sweep.py from the repo root")):
+        with pytest.raises(SystemExit) as e:
+            sweep.main(argv)
+        one_error_line(e.value.code, capsys.readouterr().err, msg)
+    assert (tmp_path / "f").read_text() == "mine\n" and os.listdir(tmp_path) == ["f"]
 
 
-def test_help_shows_the_defaults_and_what_out_is():
-    rc, help_text, _ = sweep_cli("--help")
-    options = " ".join(help_text.split("options:")[1].split())  # argparse's line breaks undone
-    assert rc == 0 and "--out OUT the sweep dir" in options and "(default: out/sweep)" in options
+def test_help_shows_the_defaults_and_what_out_is(capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--help"])
+    options = " ".join(capsys.readouterr().out.split("options:")[1].split())  # argparse's line breaks undone
+    assert e.value.code == 0 and "--out OUT the sweep dir" in options and "(default: out/sweep)" in options
     names = ("--seeds", "--base", "--jobs", "--gpus", "--out", "--baseline", "--rerun")
     for option, after in zip(names, names[1:] + ("other --key=value",)):
         assert "(default: " in options.split(f"{option} {option[2:].upper()} ")[1].split(f"{after} ")[0], option
