@@ -315,7 +315,7 @@ def figure(runs, metrics, baseline, references=None):
     for ax, label in zip(axes[-1], ("step", "responses sampled (log scale)", "step")):
         ax.set_xlabel(label)
     if cols == 3:
-        to = "baseline" if all(r in (n, baseline) for n, r in refs.items()) else "reference (the table's vs)"
+        to = "baseline" if all(r in (n, baseline) for n, r in refs.items()) else "table's vs entry"
         axes[0, 2].set_title(f"paired difference to the {to}, 95% t-band over seeds", fontsize="medium")
     fig.tight_layout()
     # below the figure, outside every axes (savefig's bbox_inches="tight" keeps it in the image)
