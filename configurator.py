@@ -93,21 +93,9 @@ def exec_config(path, ns, including=(), read=None):
     where = f"config file {path!r}" + (f" (included from {including[-1]!r})" if including else "")
     if os.path.realpath(path) in map(os.path.realpath, including):
         die(f"{where} includes itself: {' -> '.join(including + (path,))}")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read().removeprefix(codecs.BOM_UTF8)  # the byte-order mark some Windows editors write
-        src = raw.decode()
-        if read is not None:
-            read.append(path)
-    except FileNotFoundError:
-        die(f"{where} not found" + (f"; did you mean {path + '.py'!r}?" if os.path.isfile(path + ".py") else ""))
-    except IsADirectoryError:
-        die(f"{where} is a directory; pass a .py file of assignments")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        die(f"{where} line {line} is not UTF-8 text ({e.reason}): save it as UTF-8")
-    except OSError as e:
-        die(f"{where} cannot be read: {e.strerror}")
+    src = read_config(path, where)
+    if read is not None:
+        read.append(path)
 
     def include(name):
         if not isinstance(name, str):
@@ -128,6 +116,24 @@ def exec_config(path, ns, including=(), read=None):
     if outer is not None:
         ns["include"] = outer
     return ns
+
+
+def read_config(path, where, missing=""):
+    """The text of the config file `path`, or one line naming `where` and what is wrong: the one reader of
+    config files (train.py's configure and sweep.py's fingerprint). missing: a hint added when it is not found."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read().removeprefix(codecs.BOM_UTF8)  # the byte-order mark some Windows editors write
+        return raw.decode()
+    except FileNotFoundError:
+        die(f"{where} not found" + (f"; did you mean {path + '.py'!r}?" if os.path.isfile(path + ".py") else missing))
+    except IsADirectoryError:
+        die(f"{where} is a directory; pass a .py file of assignments")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        die(f"{where} line {line} is not UTF-8 text ({e.reason}): save it as UTF-8")
+    except OSError as e:
+        die(f"{where} cannot be read: {e.strerror}")
 
 
 def config_files(path):

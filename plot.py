@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import sys
 
 import numpy as np
 
@@ -66,17 +67,54 @@ def run_seed(run_dir):
         with open(os.path.join(run_dir, "run.json")) as f:
             args = json.load(f)["args"]
         return next(int(a.split("=")[1]) for a in args if a.startswith("--seed="))
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError):
+        return None  # missing, cut short or another program's: the seed is unknown, so the run is not paired
 
 
 def read_pipeline(path):
-    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None elsewhere."""
-    try:
-        with open(os.path.join(path, "pipeline.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None where there is
+    none; one line when it is there but not sweep.py's (cut short, not JSON, another program's)."""
+    file = os.path.join(path, "pipeline.json")
+    if not os.path.exists(file):
         return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            p = json.load(f)
+        entries, refs = p.get("entries", []), p.get("references", {})
+        ok = isinstance(entries, list) and isinstance(p.get("baseline", ""), str) and isinstance(refs, dict) and \
+            all(isinstance(e, str) for e in [*entries, *refs.values()])
+    except (OSError, ValueError, RecursionError, AttributeError):  # UnicodeDecodeError is a ValueError
+        ok = False
+    if not ok:
+        die(f"{file} is not a pipeline.json of sweep.py (a JSON object of entries, baseline and references): run "
+            f"the sweep's command again to rewrite it, or delete it")
+    return p
+
+
+def record(text):
+    """A log line as a dict of its numeric fields, or None when it is not a train.py log line."""
+    try:  # numbers only: not bool, str or null (AttributeError: not an object)
+        line = {k: v for k, v in json.loads(text).items() if type(v) in (int, float)}
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    needed = ("time", "responses", *(METRICS if "test_pass@1" in line else ()))  # train.py logs them with step
+    return line if type(line.get("step")) is int and all(k in line for k in needed) else None
+
+
+def read_log(path):
+    """The records of a log.jsonl, read as train.py's resume reads it (checkpoint.resume_lines): bytes that are not
+    UTF-8 are replaced, a line a kill cut is dropped, other damaged lines are skipped with a warning."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts = f.readlines()
+    except OSError as e:
+        die(f"cannot read {path} ({e.strerror}); make it readable or leave its run out")
+    records = [record(text) for text in texts if text.strip()]
+    # a last line without its newline was cut by a kill while it was written (a step that never finished)
+    torn = int(bool(texts) and bool(texts[-1].strip()) and not texts[-1].endswith("\n") and records[-1] is None)
+    if records.count(None) > torn:
+        print(f"warning: {path}: skipped {records.count(None) - torn} damaged line(s)", file=sys.stderr)
+    return [r for r in records if r is not None]
 
 
 def load_runs(paths):
@@ -92,8 +130,7 @@ def load_runs(paths):
         rank = lambda log: (order.index(g) if (g := group_of(log)) in order else len(order), natural(log))
         for log in sorted(logs, key=rank):
             run_dir = os.path.dirname(os.path.abspath(log))
-            with open(log) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+            lines = read_log(log)
             evals = [line for line in lines if "test_pass@1" in line]
             if evals:
                 runs.setdefault(group_of(log), []).append(dict(dir=run_dir, seed=run_seed(run_dir), lines=lines,
@@ -226,64 +263,68 @@ def curves(group, key):
 
 def paired_curve(group, ref, key):
     """(steps (K,), mean (K,), half-width (K,) or None) of the paired difference group - ref, at the steps every
-    run of the shared seeds logged key; None when no seed is shared."""
+    run of the shared seeds logged key; None when no seed or step is shared."""
     by_seed = {r["seed"]: series(r, key) for r in ref if r["seed"] is not None}
     pairs = [(series(r, key), by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
-    if not pairs:
+    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
+    if not steps:
         return None
-    steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
     diffs = np.array([[a[s] - b[s] for s in steps] for a, b in pairs], dtype=float)  # (k, K)
     k = len(pairs)
     half = t975(k - 1) * diffs.std(0, ddof=1) / math.sqrt(k) if k > 1 else None
     return np.array(steps), diffs.mean(0), half
 
 
-def figure(runs, path, metrics, baseline, references=None):
-    """PNG: a row per metric; columns: vs step, vs responses sampled (log scale), and the paired difference to
-    each group's reference with its 95% band. Mean over seeds, ± std shaded. Raises ImportError without
-    matplotlib."""
+def figure(runs, metrics, baseline, references=None):
+    """The figure: a row per metric; columns: vs step, vs responses sampled (log scale), and, when some group is
+    compared, the paired difference to its reference with its 95% band. Mean over seeds, ± std shaded. The
+    legend sits below the axes, never over a curve. Raises ImportError without matplotlib."""
     import matplotlib
-    matplotlib.use("Agg")  # write files, no display
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(16, 3.6 * len(metrics)), squeeze=False)
+    from matplotlib.figure import Figure  # not pyplot: no display, and nothing to close
+    refs = {name: reference_of(name, runs, baseline, references) for name in runs}
+    drawn = {(key, name) for key in metrics for name, group in runs.items() if all(series(r, key) for r in group)}
+    pcs = {(key, name): pc for key, name in drawn if refs[name] != name and
+           (pc := paired_curve(runs[name], runs[refs[name]], key)) is not None}
+    cols = 3 if pcs else 2
+    fig = Figure(figsize=(16 * cols / 3, 3.6 * len(metrics)))  # no empty column for a single run
+    axes = fig.subplots(len(metrics), cols, squeeze=False)
     # tab20's light/dark pairs of one hue: sweep.py's replay pipeline lists each twin next to its replay entry
-    colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
+    colors = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
     positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"] if c.get("responses", 0) > 0]
     for i, key in enumerate(metrics):
         scale = 100 if percent(key) else 1
         for g, (name, group) in enumerate(runs.items()):
-            if not all(series(r, key) for r in group):
+            if (key, name) not in drawn:
                 continue
+            color = colors[g % len(colors)]
             steps, responses, values = curves(group, key)
             mean, std = mean_std(scale * values)  # (K,), (K,) or None
             for ax, x in zip(axes[i, :2], (steps, responses)):
-                ax.plot(x, mean, color=colors[g % len(colors)], label=f"{name} ({len(group)})")
+                ax.plot(x, mean, color=color, label=f"{name} ({len(group)})")
                 if std is not None:
-                    ax.fill_between(x, mean - std, mean + std, color=colors[g % len(colors)], alpha=0.15)
-            ref = reference_of(name, runs, baseline, references)
-            pc = None if ref == name else paired_curve(group, runs[ref], key)
-            if pc is not None:
-                steps, diff, half = pc
-                axes[i, 2].plot(steps, scale * diff, color=colors[g % len(colors)], label=f"{name} - {ref}")
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15)
+            if (key, name) in pcs:
+                steps, diff, half = pcs[key, name]
+                axes[i, 2].plot(steps, scale * diff, color=color)
                 if half is not None:
-                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half),
-                                            color=colors[g % len(colors)], alpha=0.15)
-        unit = " (%)" if scale == 100 else ""
-        axes[i, 0].set_ylabel(key + unit)
-        axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
-        axes[i, 2].axhline(0, color="gray", lw=0.8)
+                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color, alpha=.15)
+        axes[i, 0].set_ylabel(key + (" (%)" if scale == 100 else ""))
+        if cols == 3:
+            axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
+            axes[i, 2].axhline(0, color="gray", lw=0.8)
         axes[i, 1].set_xscale("symlog", linthresh=min(positive, default=1))  # log, with step 0's 0 responses
         for ax in axes[i]:
             ax.grid(alpha=0.3)
     for ax, label in zip(axes[-1], ("step", "responses sampled (log scale)", "step")):
         ax.set_xlabel(label)
-    axes[0, 0].legend(title="design choice (seeds)", fontsize="small")
-    axes[0, 2].set_title("paired difference to the reference, 95% t-band over seeds", fontsize="medium")
-    if len(axes[0, 2].lines) > 1:  # a compared group's line besides the zero line
-        axes[0, 2].legend(fontsize="small")
+    if cols == 3:
+        to = "baseline" if all(r in (n, baseline) for n, r in refs.items()) else "table's vs entry"
+        axes[0, 2].set_title(f"paired difference to the {to}, 95% t-band over seeds", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    # below the figure, outside every axes (savefig's bbox_inches="tight" keeps it in the image)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0),
+               ncol=min(len(runs), 4), title=f"design choice (seeds); baseline {baseline}", fontsize="small")
+    return fig
 
 
 def plot_metrics(runs, metrics=None):
@@ -298,21 +339,40 @@ def plot_metrics(runs, metrics=None):
     return list(metrics)
 
 
+def save(path, content):
+    """Write path whole or not at all: content (text, or a matplotlib figure as PNG) goes to a temporary file that
+    then replaces path, so a full or read-only disk leaves the previous file as it was; one line if it fails."""
+    tmp = f"{path}.tmp"
+    try:
+        if isinstance(content, str):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(content)
+        else:
+            content.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # "tight": the legend below the axes
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        die(f"could not write {path} ({e.strerror or e}); {path} is as it was: free some space or make its "
+            f"directory writable, then run the same command again")
+
+
 def write(runs, prefix, baseline, references=None, metrics=None):
     """prefix.md with the table (also printed) and prefix.png with the curves when matplotlib is installed."""
     text = table(summarize(runs, baseline, references), baseline)
-    with open(prefix + ".md", "w") as f:
-        f.write(text)
+    save(prefix + ".md", text)
     print(text + f"wrote {prefix}.md")
     try:
-        figure(runs, prefix + ".png", plot_metrics(runs, metrics), baseline, references)
-        print(f"wrote {prefix}.png")
+        fig = figure(runs, plot_metrics(runs, metrics), baseline, references)
     except ImportError:
         print(f"no figure: pip install matplotlib to get {prefix}.png")
+        return
+    save(prefix + ".png", fig)
+    print(f"wrote {prefix}.png")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="train.py out_dirs and/or sweep dirs, the baseline's first")
     p.add_argument("--out", default="", help="output prefix (default: PATH/results for one path, else results)")
     p.add_argument("--baseline", default="", help="group the others are compared with (default: a sweep dir's "
@@ -320,14 +380,16 @@ def main(argv=None):
     p.add_argument("--metrics", default="", help=f"comma-separated logged keys to plot (default: "
                                                  f"{','.join(DEFAULT_PLOT)}, those logged)")
     args = p.parse_args(argv)
+    prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
     runs = load_runs(args.paths)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(prefix))):  # other failed writes: save() says them
+        die(f"--out={prefix!r}: its directory does not exist; create it or pass another --out")
     if not runs:
         die("no run has an evaluation in its log yet")
     pipeline = (read_pipeline(args.paths[0]) or {}) if len(args.paths) == 1 else {}
     baseline = args.baseline or pipeline.get("baseline") or next(iter(runs))
     if baseline not in runs:
         die(f"baseline {baseline!r} is not one of the groups: {', '.join(runs)}")
-    prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     write(runs, prefix, baseline, pipeline.get("references"), metrics)
 

@@ -25,8 +25,11 @@ files' text, done.json: the same, written when it exits 0), and {out}/results.md
 pipeline. A run whose done.json matches its args and config files' text, and whose log ends with an
 evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped midway resumes from
 its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over (--overwrite=True).
+Args that train.py lets a resume change (checkpoint.SAFE_TO_CHANGE: --eval_batch_size, --device, ...) are not
+part of the match, but --max_steps is: a longer one resumes a finished run. A finished run of other settings is
+never replaced unless --rerun names its entry: the sweep stops first, in one line.
 """
-from configurator import die, quiet_interrupt
+from configurator import die, quiet_interrupt, read_config
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
@@ -110,6 +113,10 @@ REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items
 CPU_STEPS = {"rollouts_32": 75, "rollouts_64": 75, "batch_128x8": 75, "minimal_512x1": 75, "replay_512x1": 75,
              "minimal_1024x1": 50, "replay_1024x1": 50, "minimal_2048x1": 25, "replay_2048x1": 25}
 SWEEP_FILES = {"run.json", "train.out", "done.json"}  # what sweep.py itself writes in a run's dir
+# --key=value args left out when two runs are compared: those a resume may change (train.py's own list), and
+# for a finished run, which ran to its max_steps, those but max_steps (a longer one resumes it)
+RESUMABLE = frozenset(checkpoint.SAFE_TO_CHANGE)
+SAME_RESULT = RESUMABLE - {"max_steps"}
 INCLUDE = re.compile(r"""^\s*include\(\s*["']([^"']+)["']\s*\)""", re.M)  # configurator's include("file")
 PRINT_LOCK = threading.Lock()  # runs report from worker threads; keep their lines whole
 
@@ -133,40 +140,66 @@ def pipeline_entries(spec):
 
 
 def fingerprint(args):
-    """What makes two runs the same: train.py's args (but out_dir) and the text of the config files among them,
-    and of the files they include()."""
+    """What a run is: train.py's args (but out_dir) and the text of the config files among them, and of the
+    files they include(), read as train.py reads them (one line if one is missing or not UTF-8)."""
     configs = {}
-    todo = [a for a in args if not a.startswith("--")]
+    todo = [(a, None) for a in args if not a.startswith("--")]  # (path, the file that includes it)
     while todo:
-        path = todo.pop(0)
+        path, parent = todo.pop(0)
         if path in configs:
             continue
-        try:
-            with open(path) as f:
-                configs[path] = f.read()
-        except OSError:
-            die(f"config file {path!r} not found (run sweep.py from the repo root)")
-        todo += [os.path.join(os.path.dirname(path), name) for name in INCLUDE.findall(configs[path])]
+        where = f"config file {path!r}" + (f" (included from {parent!r})" if parent else "")
+        configs[path] = read_config(path, where, missing=" (run sweep.py from the repo root: config paths are "
+                                                         "relative to it)")
+        todo += [(os.path.join(os.path.dirname(path), name), path) for name in INCLUDE.findall(configs[path])]
     return dict(args=args, configs=configs)
 
 
-def final_line(run_dir):
-    """The last line of a run's log as a dict; {} when there is none."""
+def experiment(fp, ignore):
+    """A fingerprint without the --key=value args whose key is in ignore: what two runs must share to be the
+    same; None for what is not a fingerprint (a run.json or done.json cut short or another program's)."""
+    if not (isinstance(fp, dict) and isinstance(fp.get("args"), list) and isinstance(fp.get("configs"), dict)
+            and all(isinstance(a, str) for a in fp["args"])):
+        return None
+    keep = [a for a in fp["args"] if not a.startswith("--") or a[2:].partition("=")[0] not in ignore]
+    return dict(args=keep, configs=fp["configs"])
+
+
+def same(a, b, ignore):
+    return experiment(a, ignore) is not None and experiment(a, ignore) == experiment(b, ignore)
+
+
+def changes(old, new):
+    """What differs from the fingerprint old to new, in a few words."""
+    a, b = experiment(old, SAME_RESULT), experiment(new, SAME_RESULT)
+    if a is None:
+        return "its done.json does not say which (damaged or another program's)"
+    words = [f"{' '.join(x for x in a['args'] if x not in b['args']) or '(none)'} -> "
+             f"{' '.join(x for x in b['args'] if x not in a['args']) or '(none)'}"]
+    words += [f"{path} edited" for path, text in b["configs"].items() if a["configs"].get(path, text) != text]
+    return "; ".join(words)
+
+
+def final_test(run_dir):
+    """test pass@1 of the last line of a run's log when that line is an evaluation, else None (no log, or its
+    last line is a step's, cut short, not UTF-8 or another program's)."""
     try:
-        with open(os.path.join(run_dir, "log.jsonl")) as f:
+        with open(os.path.join(run_dir, "log.jsonl"), encoding="utf-8") as f:
             lines = f.read().splitlines()
-        return json.loads(lines[-1]) if lines else {}
-    except (OSError, ValueError):
-        return {}
+        test = json.loads(lines[-1]).get("test_pass@1") if lines else None
+    except (OSError, ValueError, AttributeError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return test if type(test) in (int, float) else None
 
 
 def read_json(path):
-    """A JSON file's content; None when it is missing or cut short."""
+    """A JSON file's object; None when it is missing, cut short, not UTF-8 or not an object."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError, RecursionError):
         return None
+    return content if isinstance(content, dict) else None
 
 
 def has_checkpoint(run_dir):
@@ -175,11 +208,28 @@ def has_checkpoint(run_dir):
     return checkpoint.last(run_dir) is not None
 
 
+def done_record(run_dir):
+    """The done.json of a run that exited 0 and whose log ends with an evaluation (with any args), else None."""
+    done = read_json(os.path.join(run_dir, "done.json"))
+    return done if done is not None and final_test(run_dir) is not None else None
+
+
 def finished(run):
-    """The done.json of a run that exited 0 with these same args and configs, and logged its last evaluation."""
-    done = read_json(os.path.join(run["dir"], "done.json")) or {}
-    return done if done.get("fingerprint") == run["fingerprint"] and "test_pass@1" in final_line(run["dir"]) \
-        else None
+    """The done.json of a finished run of these same args and configs (but SAME_RESULT's), else None."""
+    done = done_record(run["dir"])
+    return done if done is not None and same(done.get("fingerprint"), run["fingerprint"], SAME_RESULT) else None
+
+
+def replaced(run):
+    """Whether starting this run would replace a finished run of other settings (and not resume it)."""
+    done = done_record(run["dir"])
+    return done is not None and not finished(run) and not resumable(run)
+
+
+def resumable(run):
+    """Whether the run's checkpoint is one of these args and configs (but RESUMABLE's): train.py resumes it."""
+    return has_checkpoint(run["dir"]) and same(read_json(os.path.join(run["dir"], "run.json")), run["fingerprint"],
+                                               RESUMABLE)
 
 
 def run_one(run):
@@ -188,17 +238,21 @@ def run_one(run):
     done_path = os.path.join(run["dir"], "done.json")
     done = finished(run)
     if done:
-        say(f"{tag}: skip, finished in {done['wall_s']:.0f}s, test pass@1 {final_line(run['dir'])['test_pass@1']:.3f}")
+        wall = done.get("wall_s")
+        say(f"{tag}: skip, finished" + (f" in {wall:.0f}s" if type(wall) in (int, float) else "") +
+            f", test pass@1 {final_test(run['dir']):.3f}")
         return True
-    os.makedirs(run["dir"], exist_ok=True)
-    if os.path.exists(done_path):
-        os.remove(done_path)  # another command's: if this run stops midway, it must not look finished
-    resume = has_checkpoint(run["dir"]) and read_json(os.path.join(run["dir"], "run.json")) == run["fingerprint"]
-    # starting over where a run was (other args, or stopped before its first checkpoint): say so to train.py,
-    # which refuses to replace a run by accident
+    try:
+        os.makedirs(run["dir"], exist_ok=True)
+        if os.path.exists(done_path):
+            os.remove(done_path)  # another command's: if this run stops midway, it must not look finished
+    except OSError as e:
+        die(f"cannot write the run dir {run['dir']} ({e.strerror}); make --out writable or pass another --out")
+    resume = resumable(run)
+    # starting over where a run was (other args, or stopped before its first checkpoint; main() stopped before
+    # replacing a finished run unless --rerun named it): say so to train.py, which refuses to replace a run
     over = not resume and bool(set(os.listdir(run["dir"])) - SWEEP_FILES)
-    with open(os.path.join(run["dir"], "run.json"), "w") as f:
-        json.dump(run["fingerprint"], f)
+    plot.save(os.path.join(run["dir"], "run.json"), json.dumps(run["fingerprint"]))
     cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume),
            *(["--overwrite=True"] * over)]
     gpu = run["free_gpus"].get() if run["free_gpus"] else None  # held for the run; a job per GPU: never waits
@@ -210,32 +264,43 @@ def run_one(run):
             out.write(f"$ {f'CUDA_VISIBLE_DEVICES={gpu} ' if gpu is not None else ''}{shlex.join(cmd)}\n")
             out.flush()
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    except OSError as e:
+        die(f"cannot write {os.path.join(run['dir'], 'train.out')} ({e.strerror}); free some space or make --out "
+            f"writable, then run the same command again")
     finally:
         if gpu is not None:
             run["free_gpus"].put(gpu)
     wall = time.time() - t0
-    test = final_line(run["dir"]).get("test_pass@1")
+    test = final_test(run["dir"])
     if rc != 0 or test is None:
         say(f"{tag}: FAILED (exit {rc}) after {wall:.0f}s, see {os.path.join(run['dir'], 'train.out')}")
         return False
-    with open(done_path, "w") as f:
-        json.dump(dict(fingerprint=run["fingerprint"], wall_s=round(wall, 1)), f)
+    plot.save(done_path, json.dumps(dict(fingerprint=run["fingerprint"], wall_s=round(wall, 1))))
     say(f"{tag}: done in {wall:.0f}s, test pass@1 {test:.3f}")
     return True
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1], allow_abbrev=False,
                                 epilog="other --key=value args are passed to every train.py run")
     p.add_argument("pipeline", help=f"{' | '.join(PIPELINES)} | comma-separated config files")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per entry")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per entry (default: %(default)s)")
     p.add_argument("--base", default=CPU_BASE,
-                   help="model/data config applied before each entry's ('' for none)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    p.add_argument("--gpus", default="", help="comma-separated GPU ids: a run on each at a time (sets --jobs)")
-    p.add_argument("--out", default="out/sweep")
+                   help="model/data config applied before each entry's, '' for none (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default: %(default)s)")
+    p.add_argument("--gpus", default="", help="comma-separated GPU ids: a run on each at a time, sets --jobs "
+                                              "(default: none, the CPU)")
+    p.add_argument("--out", default="out/sweep", help="the sweep dir: pipeline.json, ENTRY/seedS/ run dirs, "
+                                                      "results.md and .png; plot.py reads it (default: %(default)s)")
     p.add_argument("--baseline", default="", help="entry the others are compared with (default: the first)")
-    args, extra = p.parse_known_args(argv)
+    p.add_argument("--rerun", default="", help="comma-separated entries whose finished runs of other settings "
+                                               "are trained again, replacing them (default: none; the sweep "
+                                               "stops before replacing a finished run)")
+    return p
+
+
+def main(argv=None):
+    args, extra = parser().parse_known_args(argv)
     entries = pipeline_entries(args.pipeline)
     for a in extra:
         if not (a.startswith("--") and "=" in a) or a.split("=")[0] in ("--seed", "--out_dir"):
@@ -245,6 +310,12 @@ def main(argv=None):
         die("--seeds and --jobs must be at least 1")
     if args.baseline and args.baseline not in entries:
         die(f"--baseline={args.baseline} is not an entry of the pipeline: {', '.join(entries)}")
+    rerun = {e for e in args.rerun.split(",") if e}
+    if rerun - set(entries):
+        die(f"--rerun={args.rerun}: {', '.join(sorted(rerun - set(entries)))} not an entry of the pipeline: "
+            f"{', '.join(entries)}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        die(f"--out={args.out!r} is a file, not a directory; pass another --out")
     base = [args.base] if args.base else []
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     free_gpus = queue.Queue() if gpus else None  # the GPU ids no run holds now
@@ -260,22 +331,35 @@ def main(argv=None):
             for s in range(args.seeds) for name, cfg in entries.items()]
     for i, run in enumerate(runs, 1):
         run.update(index=f"{i}/{len(runs)}", fingerprint=fingerprint(run["args"]))
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        die(f"cannot create --out={args.out!r} ({e.strerror}); pass another --out")
+    kept = [r for r in runs if r["name"] not in rerun and replaced(r)]
+    if kept:  # hours of work: replaced only when asked for by name
+        first = kept[0]
+        what = changes(read_json(os.path.join(first["dir"], "done.json")).get("fingerprint"), first["fingerprint"])
+        die(f"{len(kept)} finished run(s) in {args.out} were made with other settings ({first['name']}/seed"
+            f"{first['seed']}: {what}); pass --rerun={','.join(sorted({r['name'] for r in kept}))} to train them "
+            f"again and replace them, or another --out")
     baseline = args.baseline or next(iter(entries))
     references = {e: r for e, r in REFERENCES.get(args.pipeline, {}).items() if e in entries and r in entries}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "pipeline.json"), "w") as f:  # plot.py's order, baseline and pairs
-        json.dump(dict(pipeline=args.pipeline, entries=list(entries), baseline=baseline, references=references),
-                  f, indent=1)
+    plot.save(os.path.join(args.out, "pipeline.json"),  # plot.py's order, baseline and pairs
+                   json.dumps(dict(pipeline=args.pipeline, entries=list(entries), baseline=baseline,
+                                   references=references), indent=1))
     pool = ThreadPoolExecutor(args.jobs)
     try:
         ok = list(pool.map(run_one, runs))
     except KeyboardInterrupt:
         pool.shutdown(cancel_futures=True)  # the running train.py processes got the Ctrl-C too; start no more
         die("interrupted: run the same command again to go on where it stopped")
+    except SystemExit:  # a run's files could not be written (its one line is said): start no more
+        pool.shutdown(cancel_futures=True)
+        raise
     pool.shutdown()
     good = [r["dir"] for name in entries for r, fine in zip(runs, ok) if fine and r["name"] == name]
-    if good:
-        logged = plot.load_runs(good)
+    logged = plot.load_runs(good) if good else {}
+    if logged:
         plot.write(logged, os.path.join(args.out, "results"), baseline if baseline in logged else next(iter(logged)),
                    references)
     failed = [f"{r['name']}/seed{r['seed']}" for r, fine in zip(runs, ok) if not fine]

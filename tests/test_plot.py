@@ -3,6 +3,7 @@ gives n/a, the pipeline's order and references are kept, any logged key can be p
 import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -162,3 +163,126 @@ def test_paired_curve_is_the_mean_difference_at_each_step(tmp_path):
     steps, diff, half = plot.paired_curve(runs["good"], runs["base"], "test_pass@1")
     assert list(steps) == [0, 2] and diff == pytest.approx([0, 0.1166667], abs=1e-6)
     assert half == pytest.approx([0, 0.0717117], abs=1e-6)  # step 0: the same base policy, the same samples
+
+
+# -----------------------------------------------------------------------------
+# bad input: one line and exit 2, or (damaged log lines) a warning, as train.py's resume reads a log; nothing lost
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def plot_cli(*argv):
+    """plot.py as a user runs it, without matplotlib's figure: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; import plot; plot.main()",
+                        *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def one_error_line(rc, err, *words):
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+
+
+def test_a_log_line_cut_by_a_kill_is_dropped_as_resume_drops_it(tmp_path):
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
+    rc, _, err = plot_cli(out)
+    clean = rows_of(out / "results.md")
+    with open(out / "good" / "seed1" / "log.jsonl", "a") as f:
+        f.write('{"step": 3, "time": 3.0, "responses": 3')  # a kill mid-write: no newline, not JSON
+    rc, _, err = plot_cli(out)
+    assert rc == 0 and err == "", err  # a step that never finished: nothing to warn about
+    assert rows_of(out / "results.md") == clean
+
+
+def test_damaged_and_non_utf8_log_lines_are_skipped_with_one_warning(tmp_path):
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
+    plot_cli(out)
+    clean = rows_of(out / "results.md")
+    log = out / "good" / "seed1" / "log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)  # steps 0, 1, 2
+    bad = [b'{"step": 1, "time": 1.0, "responses": 1\xff0}\n',  # not UTF-8 in a number: not JSON
+           b'[1, 2]\n', b'{"step": "1"}\n',  # JSON, but not a log line
+           b'{"step": 1, "time": 1.0, "responses": 10, "note": "caf\xe9"}\n']  # not UTF-8 in a string: kept
+    log.write_bytes(b"".join(lines[:2] + bad[:3] + lines[2:]))
+    rc, _, err = plot_cli(out)
+    assert rc == 0 and err == f"warning: {log}: skipped 3 damaged line(s)\n", err
+    assert rows_of(out / "results.md") == clean
+    assert [line["step"] for line in plot.read_log(str(log))] == [0, 1, 2]
+    log.write_bytes(b"".join(lines[:2] + bad[3:] + lines[2:]))
+    assert [line["step"] for line in plot.read_log(str(log))] == [0, 1, 1, 2]  # its numbers are intact
+
+
+@pytest.mark.parametrize("text", ['[1, 2]', '{"entries": ["base", "good"', '"base"', '{"entries": "base"}',
+                                  '{"references": {"good": ["base"]}}', b'{"baseline": "b\xe4se"}'])
+def test_a_pipeline_json_that_is_not_sweep_pys_is_one_line(tmp_path, text):
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
+    (out / "pipeline.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    rc, _, err = plot_cli(out)
+    one_error_line(rc, err, "pipeline.json is not a pipeline.json of sweep.py", "rewrite it")
+    assert not (out / "results.md").exists()
+
+
+def test_out_where_it_cannot_be_written_is_one_line(tmp_path):
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
+    rc, _, err = plot_cli(out, f"--out={tmp_path / 'no' / 'such' / 'r'}")
+    one_error_line(rc, err, "does not exist", "create it or pass another --out")
+    (tmp_path / "r.md").mkdir()  # found only when written: said in one line, and nothing is left behind
+    one_error_line(*plot_cli(out, f"--out={tmp_path / 'r'}")[::2], "could not write", "r.md (Is a directory)")
+    assert sorted(os.listdir(tmp_path)) == ["r.md", "sweep"]
+
+
+def test_a_failed_write_keeps_the_previous_results_and_is_one_line(tmp_path, monkeypatch, capsys):
+    """A full or read-only disk (the test runs as any user, even root: the write itself is made to fail)."""
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
+    plot.main([str(out)])
+    before = (out / "results.md").read_text()
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode:
+            f.close()  # created, as on a full disk, then the write fails
+            raise OSError(28, "No space left on device")
+        return f
+    monkeypatch.setattr(plot, "open", full_disk, raising=False)
+    with pytest.raises(SystemExit) as e:
+        plot.main([str(out), "--baseline=good"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "No space left on device" in err
+    assert (out / "results.md").read_text() == before
+    assert sorted(os.listdir(out)) == ["base", "good", "results.md"]  # no temporary file left
+
+
+def test_a_run_json_of_another_program_leaves_the_seed_unknown(tmp_path):
+    write_run(tmp_path / "run", {0: (0.3, 0.2), 1: (0.4, 0.3)})
+    for text in ('{"args": [1]}', '[1]', '{"args": ["--seed=x"]}', b'\xff'):
+        (tmp_path / "run" / "run.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert plot.run_seed(str(tmp_path / "run")) is None
+    (tmp_path / "run" / "run.json").write_text('{"args": ["--seed=4"]}')
+    assert plot.run_seed(str(tmp_path / "run")) == 4
+
+
+def test_help_ends_its_sentences():
+    p = subprocess.run([sys.executable, "plot.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    description = p.stdout.split("\n\n")[1]
+    assert p.returncode == 0 and description.rstrip().endswith("t-interval."), description
+
+
+def drawn(runs, baseline, references=None):
+    """(figure, [(legend box, axes box)] for each legend and each axes), as drawn on the canvas."""
+    fig = plot.figure(runs, plot.plot_metrics(runs), baseline, references)
+    fig.canvas.draw()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return fig, [(leg.get_window_extent(), ax.get_window_extent()) for leg in legends for ax in fig.axes]
+
+
+def test_figure_of_one_run_has_no_empty_column_and_legends_cover_no_axes(tmp_path):
+    pytest.importorskip("matplotlib")
+    write_run(tmp_path / "one", {0: (0.3, 0.2), 2: (0.4, 0.5)}, steps=range(1, 3))
+    fig, boxes = drawn(plot.load_runs([str(tmp_path / "one")]), "one")
+    assert len(fig.axes) == 3 * 2  # train, test pass@1 and regret x (steps, responses): no column of differences
+    assert all(ax.lines for ax in fig.axes) and boxes and not any(a.overlaps(b) for a, b in boxes)
+    out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD, "other": BASE})
+    fig, boxes = drawn(plot.load_runs([str(out)]), "base", {"other": "good"})
+    assert len(fig.axes) == 3 * 3 and all(ax.lines for ax in fig.axes)
+    assert boxes and not any(a.overlaps(b) for a, b in boxes)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import checkpoint
 import plot
 import sweep
 
@@ -328,3 +329,164 @@ def test_a_changed_included_file_changes_the_fingerprint(tmp_path, monkeypatch):
     assert before["configs"]["config/paper.py"] == "kl_coef = 0.001\n"
     (tmp_path / "config" / "paper.py").write_text("kl_coef = 0.0\n")
     assert sweep.fingerprint(["config/model.py", "--seed=0"]) != before
+
+
+# -----------------------------------------------------------------------------
+# bad input and failed writes: one line, exit 2, nothing lost; finished runs are replaced only when asked by name
+
+def one_error_line(rc, err, *words):
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+
+
+def sweep_cli(*argv):
+    p = subprocess.run([sys.executable, "sweep.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_said_as_train_py_says_it(tmp_path):
+    """sweep.py reads config files with train.py's reader (configurator.read_config): the same line."""
+    (tmp_path / "a.py").write_text('include("b.py")\n')
+    (tmp_path / "b.py").write_bytes(b"lr = 1\n# caf\xe9\n")  # Latin-1, not UTF-8
+    rc, _, err = sweep_cli(tmp_path / "a.py", f"--out={tmp_path / 's'}")
+    one_error_line(rc, err, "b.py' (included from", "line 2 is not UTF-8 text", "save it as UTF-8")
+    train = subprocess.run([sys.executable, "train.py", str(tmp_path / "a.py")], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert train.returncode == 2 and train.stderr == err
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def test_out_naming_a_file_is_one_line_and_the_file_is_kept(tmp_path, monkeypatch, capsys):
+    (tmp_path / "f").write_text("mine\n")
+    one_error_line(*sweep_cli("config/minimal.py", f"--out={tmp_path / 'f'}")[::2], "is a file, not a directory")
+    monkeypatch.chdir(ROOT)
+    for argv, msg in ((["config/minimal.py", f"--out={tmp_path / 'f' / 's'}"], "cannot create --out"),
+                      (["config/nope.py", f"--out={tmp_path / 's'}"], "(run sweep.py from the repo root")):
+        with pytest.raises(SystemExit) as e:
+            sweep.main(argv)
+        one_error_line(e.value.code, capsys.readouterr().err, msg)
+    assert (tmp_path / "f").read_text() == "mine\n" and os.listdir(tmp_path) == ["f"]
+
+
+def test_help_shows_the_defaults_and_what_out_is(capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["--help"])
+    options = " ".join(capsys.readouterr().out.split("options:")[1].split())  # argparse's line breaks undone
+    assert e.value.code == 0 and "--out OUT the sweep dir" in options and "(default: out/sweep)" in options
+    names = ("--seeds", "--base", "--jobs", "--gpus", "--out", "--baseline", "--rerun")
+    for option, after in zip(names, names[1:] + ("other --key=value",)):
+        assert "(default: " in options.split(f"{option} {option[2:].upper()} ")[1].split(f"{after} ")[0], option
+
+
+def test_the_readmes_plot_examples_read_sweeps_default_out():
+    default = sweep.parser().get_default("out")
+    examples = [line for line in open(os.path.join(ROOT, "README.md")) if line.startswith("python plot.py")]
+    sweep_dirs = [line.split()[2] for line in examples if "sweep dir" in line]
+    assert sweep_dirs and all(d == default for d in sweep_dirs), (default, sweep_dirs)
+
+
+FAKE_TRAIN = """import json, os, shutil, sys
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
+open(os.path.join(out, "argv.json"), "w").write(json.dumps(sys.argv[1:]))
+shutil.copy({log!r}, os.path.join(out, "log.jsonl"))
+"""
+
+
+def fake_train(swept, tmp_path, monkeypatch):
+    """A train.py that records its args and logs a finished run (a copy of a real log); runs in the repo root;
+    tables only (a figure takes seconds)."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN.format(log=str(swept[0] / "minimal" / "seed0" / "log.jsonl")))
+    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    monkeypatch.chdir(ROOT)
+
+
+def mtimes(out):
+    return {f: os.path.getmtime(f) for f in glob.glob(str(out / "*" / "seed*" / "*"))}
+
+
+def test_a_safe_knob_keeps_finished_runs_and_max_steps_resumes_them(swept, tmp_path, monkeypatch, capsys):
+    """--eval_batch_size is a knob train.py's resume may change (checkpoint.SAFE_TO_CHANGE): the runs are the
+    same experiment, so a finished sweep stays finished; a longer --max_steps resumes each run."""
+    out = copy_of(swept, tmp_path)
+    before = mtimes(out)
+    p = subprocess.run([sys.executable, "sweep.py", PIPELINE, "--seeds=2", f"--out={out}", *TINY,
+                        "--eval_batch_size=64", "--log_samples=4"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.count(": skip, finished") == 4 and ": start" not in p.stdout, p.stderr
+    assert mtimes(out) == before  # no run was touched
+    fake_train(swept, tmp_path, monkeypatch)
+    sweep.main([PIPELINE, "--seeds=2", f"--out={out}", *TINY, "--max_steps=3"])
+    assert capsys.readouterr().out.count(": resume") == 4
+    argv = json.load(open(out / "minimal" / "seed1" / "argv.json"))
+    assert "--init_from=resume" in argv and "--overwrite=True" not in argv and "--max_steps=3" in argv
+    assert sweep.RESUMABLE == set(checkpoint.SAFE_TO_CHANGE) and sweep.SAME_RESULT == sweep.RESUMABLE - {"max_steps"}
+
+
+def test_a_finished_run_of_other_settings_is_replaced_only_when_rerun_names_it(swept, tmp_path, monkeypatch, capsys):
+    out = copy_of(swept, tmp_path)
+    before = mtimes(out)
+    rc, stdout, stderr = sweep_cli(PIPELINE, "--seeds=2", f"--out={out}", *TINY, "--top_k=50")
+    one_error_line(rc, stderr, "4 finished run(s)", "minimal/seed0: (none) -> --top_k=50",
+                   "pass --rerun=grpo_8rollouts,minimal")
+    assert ": start" not in stdout and mtimes(out) == before  # refused before any run started
+    fake_train(swept, tmp_path, monkeypatch)
+    with pytest.raises(SystemExit) as e:  # naming one entry does not release the other's runs
+        sweep.main([PIPELINE, "--seeds=2", f"--out={out}", *TINY, "--top_k=50", "--rerun=minimal"])
+    assert e.value.code == 2 and "pass --rerun=grpo_8rollouts to" in capsys.readouterr().err
+    sweep.main(["config/minimal.py", "--seeds=2", f"--out={out}", *TINY, "--top_k=50", "--rerun=minimal"])
+    assert capsys.readouterr().out.count(": start") == 2
+    argv = json.load(open(out / "minimal" / "seed0" / "argv.json"))
+    assert "--overwrite=True" in argv and "--top_k=50" in argv
+    assert json.load(open(out / "minimal" / "seed0" / "done.json"))["fingerprint"]["args"][-1] == "--top_k=50"
+    with pytest.raises(SystemExit):
+        sweep.main(["config/minimal.py", "--seeds=1", f"--out={out}", "--rerun=rloo"])
+    assert "--rerun=rloo: rloo not an entry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file, content", [
+    ("done.json", b"[1]"), ("done.json", b'{"fingerprint": 1}'), ("done.json", b"\xff\xfe"),
+    ("done.json", b'{"fingerprint": {"args": [1], "configs": {}}}'), ("run.json", b'{"args": "x"}'),
+    ("log.jsonl", b"[1]\n"), ("log.jsonl", b'{"step": 2, "test_pass@1": "high"}\n'), ("log.jsonl", b"\xff\n"),
+])
+def test_a_run_file_that_is_cut_corrupt_or_foreign_is_not_a_traceback(swept, tmp_path, monkeypatch, capsys, file,
+                                                                       content):
+    """A damaged done.json or log: the run is not finished and is trained again (resumed, or started over),
+    the others are skipped. A damaged run.json: the run is still finished (done.json says so)."""
+    out = copy_of(swept, tmp_path)
+    (out / "minimal" / "seed0" / file).write_bytes(content)
+    fake_train(swept, tmp_path, monkeypatch)
+    sweep.main([PIPELINE, "--seeds=2", f"--out={out}", *TINY])
+    stdout = capsys.readouterr().out
+    again = file != "run.json"
+    assert stdout.count(": skip, finished") == 4 - again and "FAILED" not in stdout
+    assert ("minimal seed0: start" in stdout or "minimal seed0: resume" in stdout) == again
+
+
+def test_a_skipped_run_with_a_foreign_wall_time_still_says_its_result(swept, tmp_path, monkeypatch, capsys):
+    out = copy_of(swept, tmp_path)
+    done = out / "minimal" / "seed0" / "done.json"
+    done.write_text(json.dumps(dict(json.load(open(done)), wall_s="long")))
+    fake_train(swept, tmp_path, monkeypatch)
+    sweep.main([PIPELINE, "--seeds=2", f"--out={out}", *TINY])
+    assert capsys.readouterr().out.count(": skip, finished") == 4
+
+
+def test_a_failed_write_of_pipeline_json_keeps_the_previous_one(swept, tmp_path, monkeypatch, capsys):
+    """A full disk (made to fail in the write itself, so that it also fails for root)."""
+    out = copy_of(swept, tmp_path)
+    before = (out / "pipeline.json").read_text()
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            real_open(path, mode).close()
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(plot, "open", full_disk, raising=False)
+    fake_train(swept, tmp_path, monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["config/minimal.py", "--seeds=1", f"--out={out}", *TINY])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "could not write" in err and "No space left" in err
+    assert (out / "pipeline.json").read_text() == before and not (out / "pipeline.json.tmp").exists()
