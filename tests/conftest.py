@@ -6,7 +6,32 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-torch.set_num_threads(1)
+U32 = 2.0 ** -24  # float32's unit roundoff
+
+
+def pytest_addoption(parser):
+    # float sums split across threads add in another order: CI runs the numerics tests at 1 and at 2 threads
+    parser.addoption("--torch-threads", type=int, default=1, help="torch.set_num_threads for the tests (default 1)")
+
+
+def pytest_configure(config):
+    torch.set_num_threads(config.getoption("torch_threads"))
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same global random state, whatever ran before it (a test that draws with
+    torch.randint(...) sees the same numbers alone, in any order, in a student's copy)."""
+    torch.manual_seed(0)
+
+
+def assert_close_sums(got, want, n):
+    """got and want: the same float32 tensor computed with its sums in another order (chunks, threads,
+    recomputation). Reordering a float32 sum of n terms moves it by at most n * U32 * sum|terms| (Higham,
+    Accuracy and Stability of Numerical Algorithms, 2002, section 4.2); the tensor's largest entry stands for the
+    size of its terms. So the tolerance is n * U32 * max|want|, n the number of terms behind an entry; a bug (a
+    token missed or counted twice at a chunk boundary) moves an entry by that token's share, far above it."""
+    torch.testing.assert_close(got, want, atol=n * U32 * want.abs().max().item(), rtol=0)
 
 
 def tiny_hf(family, tmp_path, **kw):
