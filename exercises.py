@@ -15,12 +15,11 @@ student are the tests that check the project (tests/test_exercises.py strips eac
     cd ../student && python exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
     python exercises.py check all --json                   # every exercise: a table to grade from (or JSON)
 
-`check` runs pytest with this file as a plugin (-p exercises): a test that stops at another exercise's raise is
-skipped as "blocked by exercise Y" rather than failed, so each exercise is judged by its own code only.
+`check NAME` runs pytest with --exercise=NAME: a test that stops at another exercise's raise is then skipped as
+"blocked by exercise Y" rather than failed (tests/conftest.py), so each exercise is judged by its own code only.
 EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
 """
 import ast
-import inspect
 import json
 import os
 import re
@@ -29,8 +28,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-
-import pytest
 
 from configurator import die
 
@@ -238,11 +235,10 @@ def strip(names, out, root=ROOT):
 
 
 def run_tests(ex, root):
-    """Run ex's tests in the repo at root with this file as pytest's plugin -> each test's record (the plugin's)."""
+    """Run ex's tests in the repo at root -> each test's record (tests/conftest.py writes them)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "tests.json")
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "exercises",
-                            f"--exercise={ex.name}", f"--exercise-report={report}", *ex.tests], cwd=root,
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--exercise={ex.name}", f"--exercise-report={report}", *ex.tests], cwd=root,
                            capture_output=True, text=True)
         if not os.path.exists(report):  # pytest could not start (a broken conftest, a bad option)
             return [dict(test=ex.command(), outcome="failed", error="pytest", at="", text=p.stdout + p.stderr)]
@@ -310,8 +306,9 @@ def check(names, root=ROOT, as_json=False):
             show(results[-1])
     score = sum(r["status"] == "PASS" for r in results)
     if as_json:
-        print(json.dumps(dict(exercises=[{k: v for k, v in r.items() if k != "first"} for r in results],
-                              passed=score, total=len(results)), indent=1))
+        rows = [dict({k: v for k, v in r.items() if k != "first"}, first_failure=r["first"] and
+                     {k: r["first"][k] for k in ("test", "error", "at")}) for r in results]
+        print(json.dumps(dict(exercises=rows, passed=score, total=len(results)), indent=1))
     elif len(results) > 1:
         print(f"\n{'exercise':<16} {'result':<7} {'passed':>6} {'failed':>6} {'blocked':>7}  blocked by")
         for r in results:
@@ -319,68 +316,6 @@ def check(names, root=ROOT, as_json=False):
                   f"{', '.join(r['blocked_by'])}")
         print(f"{score} of {len(results)} exercises pass")
     return results
-
-
-# -----------------------------------------------------------------------------
-# the pytest plugin that check runs (-p exercises): blocked tests, and a record of each test
-
-
-RECORDS = {}  # test id -> its record, written to --exercise-report at the end of the session
-
-
-def pytest_addoption(parser):
-    group = parser.getgroup("exercises", "nanoRFT's exercises (python exercises.py check)")
-    group.addoption("--exercise", default="", help="the exercise being checked: a test stopped by another "
-                                                   "exercise's raise is skipped as blocked by it")
-    group.addoption("--exercise-report", default="", help="write each test's record to this JSON file")
-
-
-def failure(config, excinfo, text, item=None):
-    """The record of a failed test: the exception's type, where it was raised (the deepest frame in the repo, so
-    the student's line rather than torch's), the report's text and a parametrized test's cases."""
-    root = str(config.rootpath)
-    error = (excinfo.value.__cause__ or excinfo.value) if excinfo.typename == "CollectError" else excinfo.value
-    if isinstance(error, SyntaxError):
-        at = f"{os.path.relpath(error.filename or '?', root)}:{error.lineno}"
-    else:
-        frames = [e for e in excinfo.traceback if str(e.path).startswith(root + os.sep)] or list(excinfo.traceback)
-        at = f"{os.path.relpath(str(frames[-1].path), root)}:{frames[-1].lineno + 1}"
-    cases = ""
-    if getattr(item, "callspec", None) is not None:  # the hand-computed cases sit in its decorator
-        lines = inspect.getsourcelines(item.function)[0]
-        cases = "".join(lines[:next(i for i, s in enumerate(lines) if s.lstrip().startswith("def "))])
-    return dict(outcome="failed", error=type(error).__name__, at=at, text=text, cases=cases)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    record = RECORDS.setdefault(item.nodeid, dict(test=item.nodeid, outcome="passed"))
-    raised = call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError) and \
-        re.match(r"exercise (\w+): ", str(call.excinfo.value))
-    checking = item.config.getoption("exercise")
-    if raised and checking and raised[1] != checking:  # another exercise's raise: this test can't judge ours yet
-        report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] or 0, f"blocked by exercise {raised[1]}, "
-                                                                   f"still stripped in this copy")
-        record.update(outcome="skipped", blocked_by=raised[1])
-    elif report.skipped and record["outcome"] == "passed":
-        record["outcome"] = "skipped"
-    elif report.failed and record["outcome"] != "failed":
-        record.update(failure(item.config, call.excinfo, report.longreprtext, item), todo=bool(raised))
-    return report
-
-
-def pytest_exception_interact(node, call, report):
-    if report.when == "collect":  # a test file that does not import: a syntax error in the student's code
-        RECORDS[node.nodeid] = dict(test=node.nodeid, **failure(node.config, call.excinfo, report.longreprtext))
-
-
-def pytest_sessionfinish(session):
-    path = session.config.getoption("exercise_report")
-    if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(list(RECORDS.values()), fh)
 
 
 def main(argv):

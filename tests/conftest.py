@@ -1,4 +1,7 @@
+import inspect
+import json
 import os
+import re
 import sys
 
 import pytest
@@ -12,6 +15,10 @@ U32 = 2.0 ** -24  # float32's unit roundoff
 def pytest_addoption(parser):
     # float sums split across threads add in another order: CI runs the numerics tests at 1 and at 2 threads
     parser.addoption("--torch-threads", type=int, default=1, help="torch.set_num_threads for the tests (default 1)")
+    # python exercises.py check NAME: the exercise being checked, and where to write each test's record
+    parser.addoption("--exercise", default="", help="a test stopped by another exercise's raise is skipped as "
+                                                   "blocked by it (python exercises.py check)")
+    parser.addoption("--exercise-report", default="", help="write each test's record to this JSON file")
 
 
 def pytest_configure(config):
@@ -68,3 +75,57 @@ def arith():
     from model import Transformer
     path = os.path.join(ROOT, "assets", "tiny-arith")
     return Transformer.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+# -----------------------------------------------------------------------------
+# python exercises.py check NAME runs NAME's tests with --exercise=NAME and reads the records these hooks write
+
+
+RECORDS = {}  # test id -> its record, written to --exercise-report at the end of the session
+
+
+def failure(config, excinfo, text, item=None):
+    """The record of a failed test: the exception's type, where it was raised (the deepest frame in the repo, so
+    the student's line rather than torch's), the report's text and a parametrized test's cases."""
+    root = str(config.rootpath)
+    error = (excinfo.value.__cause__ or excinfo.value) if excinfo.typename == "CollectError" else excinfo.value
+    if isinstance(error, SyntaxError):
+        at = f"{os.path.relpath(error.filename or '?', root)}:{error.lineno}"
+    else:
+        frames = [e for e in excinfo.traceback if str(e.path).startswith(root + os.sep)] or list(excinfo.traceback)
+        at = f"{os.path.relpath(str(frames[-1].path), root)}:{frames[-1].lineno + 1}"
+    cases = ""
+    if getattr(item, "callspec", None) is not None:  # the hand-computed cases sit in its decorator
+        lines = inspect.getsourcelines(item.function)[0]
+        cases = "".join(lines[:next(i for i, s in enumerate(lines) if s.lstrip().startswith("def "))])
+    return dict(outcome="failed", error=type(error).__name__, at=at, text=text, cases=cases)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    record = RECORDS.setdefault(item.nodeid, dict(test=item.nodeid, outcome="passed"))
+    raised = call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError) and \
+        re.match(r"exercise (\w+): ", str(call.excinfo.value))
+    checking = item.config.getoption("exercise")
+    if raised and checking and raised[1] != checking:  # another exercise's raise: this test can't judge ours yet
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"blocked by exercise {raised[1]}, "
+                                                                   f"still stripped in this copy")
+        record.update(outcome="skipped", blocked_by=raised[1])
+    elif report.skipped and record["outcome"] == "passed":
+        record["outcome"] = "skipped"
+    elif report.failed and record["outcome"] != "failed":
+        record.update(failure(item.config, call.excinfo, report.longreprtext, item), todo=bool(raised))
+    return report
+
+
+def pytest_exception_interact(node, call, report):
+    if report.when == "collect":  # a test file that does not import: e.g. a syntax error in the student's code
+        RECORDS[node.nodeid] = dict(test=node.nodeid, **failure(node.config, call.excinfo, report.longreprtext))
+
+
+def pytest_sessionfinish(session):
+    if session.config.getoption("exercise_report"):
+        with open(session.config.getoption("exercise_report"), "w", encoding="utf-8") as fh:
+            json.dump(list(RECORDS.values()), fh)

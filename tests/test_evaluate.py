@@ -9,8 +9,9 @@ import data
 from evaluate import evaluate, pass_at_k
 
 
+# (5, 2, 3): exactly k wrong samples, so one k-subset of the 10 misses: 1 - 1/10 (a `<=` for `<` returns 1.0)
 @pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 3, 1), (8, 3, 2), (8, 3, 4), (8, 6, 4), (5, 5, 2), (6, 1, 6),
-                                     (7, 2, 3)])
+                                     (7, 2, 3), (5, 2, 3)])
 def test_pass_at_k_equals_brute_force(n, c, k):
     # pass@k = chance that a uniformly random k-subset of the n samples holds a correct one
     samples = [1] * c + [0] * (n - c)
