@@ -89,3 +89,15 @@ def test_fit_prompts_drops_long_prompts(arith, capsys):
     with pytest.raises(SystemExit) as e:
         data.fit_prompts(tok, "arith", problems, "test", 7)
     assert e.value.code == 2 and "no test problem fits" in capsys.readouterr().err
+
+
+def test_progress_is_a_bar_over_the_sampler_calls_on_stderr(arith, capsys):
+    """evaluate.py's CLI shows a bar per pass (sampled, greedy) that counts sampler calls: 5 problems in calls
+    of 2 prompts are 3 calls; stdout keeps only the results. Without progress (train.py's evaluation) no bar."""
+    model, tok = arith
+    problems = data.load_split("arith", "test")[:5]
+    evaluate(model, tok, "arith", problems, n=2, ks=(1, 2), batch_size=2, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "2 samples" in err and "greedy" in err and "3/3" in err
+    evaluate(model, tok, "arith", problems, n=2, ks=(1, 2), batch_size=2)
+    assert capsys.readouterr() == ("", "")
