@@ -343,9 +343,11 @@ def main(argv):
         if not out or not names:
             die(f"strip needs exercise names and --out DIR; {usage}")
         done = strip(names, out[0])
+        kept = [n for n in ON_REQUEST if n in exercises and n not in [ex.name for ex in done]] if "all" in names else []
         print(f"wrote a student copy to {out[0]} with {len(done)} exercise(s) to do: "
-              f"{', '.join(ex.name for ex in done)}. Start with EXERCISES.md there; "
-              f"`python exercises.py check NAME` runs an exercise's tests.")
+              f"{', '.join(ex.name for ex in done)}" + (f" ({', '.join(kept)} stay solved: name them to strip them "
+                                                         f"too)" if kept else "") +
+              ". Start with EXERCISES.md there; `python exercises.py check NAME` runs an exercise's tests.")
     elif cmd == "check":
         names = [a for a in args if a != "--json"]
         if not names:
