@@ -278,14 +278,11 @@ def verdict(ex, records):
 
 
 def show(result):
-    """What a student reads: the first failing test in full (its cases, the source up to the failing line with its
+    """What a student reads: the first failing test in full (its cases, its source up to the failing line with its
     comments, the values), then a one-line summary."""
     first = result["first"]
     if first is not None:
-        print(f"---- {first['test']}")
-        if first.get("cases"):
-            print(f"its cases:\n{first['cases']}")
-        print(first["text"].rstrip() + "\n----")
+        print(f"---- {first['test']}\n{first['text'].rstrip()}\n----")
     print(f"{result['status']:<7} {result['name']}: {result['summary']}", flush=True)
 
 

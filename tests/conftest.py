@@ -1,4 +1,3 @@
-import inspect
 import json
 import os
 import re
@@ -84,9 +83,10 @@ def arith():
 RECORDS = {}  # test id -> its record, written to --exercise-report at the end of the session
 
 
-def failure(config, excinfo, text, item=None):
+def failure(config, excinfo, text):
     """The record of a failed test: the exception's type, where it was raised (the deepest frame in the repo, so
-    the student's line rather than torch's), the report's text and a parametrized test's cases."""
+    the student's line rather than torch's) and pytest's report (the test's source with its comments and
+    parametrized cases, up to the failing line, and the values)."""
     root = str(config.rootpath)
     error = (excinfo.value.__cause__ or excinfo.value) if excinfo.typename == "CollectError" else excinfo.value
     if isinstance(error, SyntaxError):
@@ -94,11 +94,7 @@ def failure(config, excinfo, text, item=None):
     else:
         frames = [e for e in excinfo.traceback if str(e.path).startswith(root + os.sep)] or list(excinfo.traceback)
         at = f"{os.path.relpath(str(frames[-1].path), root)}:{frames[-1].lineno + 1}"
-    cases = ""
-    if getattr(item, "callspec", None) is not None:  # the hand-computed cases sit in its decorator
-        lines = inspect.getsourcelines(item.function)[0]
-        cases = "".join(lines[:next(i for i, s in enumerate(lines) if s.lstrip().startswith("def "))])
-    return dict(outcome="failed", error=type(error).__name__, at=at, text=text, cases=cases)
+    return dict(outcome="failed", error=type(error).__name__, at=at, text=text)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -116,7 +112,7 @@ def pytest_runtest_makereport(item, call):
     elif report.skipped and record["outcome"] == "passed":
         record["outcome"] = "skipped"
     elif report.failed and record["outcome"] != "failed":
-        record.update(failure(item.config, call.excinfo, report.longreprtext, item), todo=bool(raised))
+        record.update(failure(item.config, call.excinfo, report.longreprtext), todo=bool(raised))
     return report
 
 
