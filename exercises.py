@@ -143,7 +143,8 @@ def stripped(text, exercises):
         first = next(s for s in lines[ex.body:ex.end] if s.strip())
         indent = first[:len(first) - len(first.lstrip())]
         head = f"{indent}raise NotImplementedError("
-        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ", f"check with: {ex.command()}")]
+        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ",
+                                               f"check with: python exercises.py check {ex.name} ({ex.command()})")]
         lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
     return "".join(lines)
 

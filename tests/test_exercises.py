@@ -128,8 +128,9 @@ def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
     namespace = {}
     exec(compile(out, "f.py", "exec"), namespace)
     assert namespace["f"](0) == 0
-    with pytest.raises(NotImplementedError, match="exercise half: return half of x, a two-line header; check with: "
-                                                  "python -m pytest -q tests/test_loss.py -k 'half and not whole'"):
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "exercise half: return half of x, a two-line header; check with: python exercises.py check half "
+            "(python -m pytest -q tests/test_loss.py -k 'half and not whole')")):
         namespace["f"](1)
 
 
