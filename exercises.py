@@ -239,10 +239,11 @@ def run_tests(ex, root):
     """Run ex's tests in the repo at root -> each test's record (tests/conftest.py writes them)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "tests.json")
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--exercise={ex.name}", f"--exercise-report={report}", *ex.tests], cwd=root,
-                           capture_output=True, text=True)
-        if not os.path.exists(report):  # pytest could not start (a broken conftest, a bad option)
-            return [dict(test=ex.command(), outcome="failed", error="pytest", at="", text=p.stdout + p.stderr)]
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--exercise={ex.name}",
+                            f"--exercise-report={report}", *ex.tests], cwd=root, capture_output=True, text=True)
+        if not os.path.exists(report):  # pytest could not start (e.g. a broken tests/conftest.py)
+            return [dict(test=ex.command(), outcome="failed", error="pytest's start", at=ex.tests[0],
+                         text=p.stdout + p.stderr)]
         with open(report, encoding="utf-8") as fh:
             return json.load(fh)
 
@@ -258,14 +259,15 @@ def verdict(ex, records):
     first = next((r for r in failed if not r.get("todo")), None)
     where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
     waits = f"exercise {', '.join(blocked_by)}" if blocked_by else ""
-    counts = f"{len(passed)} of {len(records)} tests pass" + (f", {len(blocked)} blocked by {waits}" if blocked else "")
+    counts = f"{len(passed)} of {len(records)} tests pass" + (f", {len(blocked)} blocked by {waits}" * bool(blocked))
     if first is not None:
         status = "WRONG" if first["error"] == "AssertionError" else "RAISES"
         what = f"your code at {where} disagrees with" if status == "WRONG" else \
             f"raises {first['error']} at {first['at']} in"
         summary = f"{what} {first['test']} (shown above); {counts}"
     elif failed:
-        status, summary = "TODO", f"not implemented yet: replace the raise at {where} with code that does this: {ex.what}"
+        status = "TODO"
+        summary = f"not implemented yet: replace the raise at {where} with code that does this: {ex.what}"
     elif not records:
         status, summary = "EMPTY", f"{ex.command()} selects no test"
     elif not passed:
@@ -289,7 +291,7 @@ def show(result):
 
 def check(names, root=ROOT, as_json=False):
     """Run each named exercise's tests in the repo at root (the student's copy) and say how it stands; with several
-    exercises, a table to grade from. Returns the results; True in `all(r["status"] == "PASS" ...)` when all pass."""
+    exercises, a table to grade from (as_json: JSON only). Returns the verdicts."""
     exercises = find(root)
     names = list(exercises) if names == ["all"] else names
     for n in names:
