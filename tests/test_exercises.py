@@ -83,6 +83,8 @@ def test_markers_are_well_formed():
     worksheet = open(os.path.join(ROOT, "EXERCISES.md"), encoding="utf-8").read()
     assert re.findall(r"^## \d+\. .*\(`(\w+)`\)$", worksheet, re.M) == list(found), \
         "EXERCISES.md's sections must be the exercises, in exercises.ORDER"
+    assert re.findall(r"^\| \d+ \| `(\w+)` \|", worksheet, re.M) == list(found), \
+        "EXERCISES.md's instructor table must list the exercises, in exercises.ORDER"
 
 
 def test_list_prints_the_worksheet_in_order():
