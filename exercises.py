@@ -13,7 +13,7 @@ student are the tests that check the project (tests/test_exercises.py strips eac
     python exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's
     python exercises.py strip grpo rloo --out ../student   # ... or with the named ones (all rope: all, and rope)
     cd ../student && python exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
-    python exercises.py check all --json                   # every exercise: a table to grade from (or JSON)
+    python exercises.py check all                          # every exercise: a table to grade from (--json: JSON)
 
 `check NAME` runs pytest with --exercise=NAME: a test that stops at another exercise's raise is then skipped as
 "blocked by exercise Y" rather than failed (tests/conftest.py), so each exercise is judged by its own code only.
