@@ -33,7 +33,8 @@ def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, 
         return r.clone()
     if estimator == "grpo":  # GRPO (Shao et al. 2024, DeepSeekMath): group z-score
         # EXERCISE grpo: return GRPO's advantages (B, n): each reward's z-score within its prompt's group, under
-        # the module docstring's conventions (tests: tests/test_advantage.py -k "test_grpo or zero[grpo]")
+        # the module docstring's conventions (tests: tests/test_advantage.py -k "test_grpo or zero[grpo] or
+        # baseline[grpo]")
         mean, std = group_stats(r)
         return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))
         # END EXERCISE

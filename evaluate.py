@@ -33,14 +33,20 @@ def pass_at_k(n, c, k):
 
 @torch.no_grad()
 def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tokens=16, batch_size=256,
-                     generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0):
+                     generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0, progress=False):
     """Sample n responses to each problem and grade each under every grader.
     generators: one torch.Generator per problem (rollout.prompt_generators), or one shared, or None.
     ids: the problems' indices in their split (default 0, 1, ...); the responses of those below `keep` are
-    returned as samples. Returns ({grader: [correct count per problem]}, [sample dicts])."""
+    returned as samples. progress: a bar over the sampler calls, on stderr, from rank 0 (evaluate.py's CLI).
+    Returns ({grader: [correct count per problem]}, [sample dicts])."""
     ids = range(len(problems)) if ids is None else ids
     correct, samples, stops = {g: [] for g in reward.GRADERS}, [], data.stop_ids(tok)
-    for i in range(0, len(problems), batch_size):
+    batches = range(0, len(problems), batch_size)
+    if progress and ddp.rank == 0:  # a whole split takes minutes of sampling: show it moving
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="greedy" if temperature == 0 else f"{n} samples", unit="call", leave=False,
+                       file=sys.stderr, dynamic_ncols=True)
+    for i in batches:
         chunk = problems[i:i + batch_size]
         prompts = [data.encode_prompt(tok, task, p) for p in chunk]
         g = generators[i:i + batch_size] if isinstance(generators, list) else generators
@@ -197,7 +203,7 @@ def main():
             r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],
                          keep=c["log_samples"], temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
                          batch_size=batch_size, generators=generators, top_k=c["top_k"], top_p=c["top_p"],
-                         strict=c["strict"])
+                         strict=c["strict"], progress=True)
         all_samples += [dict(split=split, **s) for s in r.pop("samples")]
         results[split] = r
         print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))

@@ -10,9 +10,13 @@ that says what to write and which test checks it. So there is one source of trut
 student are the tests that check the project (tests/test_exercises.py strips each region and sees them fail).
 
     python exercises.py list                               # the worksheet's exercises, in order
-    python exercises.py strip grpo rloo --out ../student   # a copy with those regions stripped ("all": every one)
-    cd ../student && python exercises.py check grpo        # run grpo's tests there: pass or fail, with a hint
+    python exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's
+    python exercises.py strip grpo rloo --out ../student   # ... or with the named ones (all rope: all, and rope)
+    cd ../student && python exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
+    python exercises.py check all                          # every exercise: a table to grade from (--json: JSON)
 
+`check NAME` runs pytest with --exercise=NAME: a test that stops at another exercise's raise is then skipped as
+"blocked by exercise Y" rather than failed (tests/conftest.py), so each exercise is judged by its own code only.
 EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
 """
 from configurator import die, quiet_interrupt
@@ -20,18 +24,24 @@ from configurator import die, quiet_interrupt
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
 import ast
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-# the worksheet's order (EXERCISES.md): the step's core first, then the pieces around it, then the machinery
-ORDER = ("reinforce", "grpo", "rloo", "aggregate", "gsm8k", "coverage_regret", "pass_at_k", "ppo_clip", "k3",
-         "top_p", "kv_cache", "rope")
+# the worksheet's order (EXERCISES.md): the step's core first, with the pieces train.py runs every step (loss, pass@k,
+# coverage) done before the first training experiment, then the design choices, then the model's machinery
+ORDER = ("reinforce", "pass_at_k", "coverage_regret", "grpo", "rloo", "aggregate", "gsm8k", "ppo_clip", "k3",
+         "rope", "kv_cache", "top_p")
+# model engineering, which every experiment runs (the policy's forward, the sampler): `strip all` leaves it solved, so
+# the RL exercises' experiments run as the student goes; name them to strip them too (e.g. `strip all rope`)
+ON_REQUEST = ("rope", "kv_cache", "top_p")
 BEGIN = re.compile(r"^(\s*)# EXERCISE ([a-z0-9_]+): (.*)$")
 HEADER = re.compile(r"^(.+) \(tests: (.+)\)$")  # the header's text, continued on comment lines if long
 END = re.compile(r"^\s*# END EXERCISE\s*$")
@@ -97,7 +107,11 @@ def parse(path, text):
 def enclosing_function(text, lineno):
     """Name of the innermost def around 1-based line `lineno` ('' at module level), as 'Class.method' in a class."""
     best, best_start = "", -1
-    for node in ast.walk(ast.parse(text)):
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # a student's unfinished edit: check reports it where pytest meets it
+        return best
+    for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef):
@@ -132,7 +146,8 @@ def stripped(text, exercises):
         first = next(s for s in lines[ex.body:ex.end] if s.strip())
         indent = first[:len(first) - len(first.lstrip())]
         head = f"{indent}raise NotImplementedError("
-        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ", f"check with: {ex.command()}")]
+        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ",
+                                               f"check with: python exercises.py check {ex.name} ({ex.command()})")]
         lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
     return "".join(lines)
 
@@ -156,31 +171,61 @@ def repo_files(root):
     return sorted(f for f in files if os.path.isfile(os.path.join(root, f)))
 
 
-def strip(names, out, root=ROOT):
-    """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped."""
-    exercises = find(root)
-    names = list(exercises) if names == ["all"] else names
-    unknown = [n for n in names if n not in exercises]
+def chosen(names, exercises):
+    """The exercises that `names` asks for, in worksheet order: "all" is every one but ON_REQUEST."""
+    unknown = [n for n in names if n != "all" and n not in exercises]
     if unknown:
         die(f"unknown exercise {unknown[0]!r}; `python exercises.py list` shows them (or use 'all')")
+    return [n for n in exercises if n in names or ("all" in names and n not in ON_REQUEST)]
+
+
+CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")  # one line, or two (a span wrapped in a paragraph)
+
+
+def hide_solutions(markdown, solutions):
+    """The markdown with every code span that quotes a stripped solution line (a piece of a statement with a space
+    in it, e.g. `-advantages * logprobs` or `state["regret"] += ...`) replaced by "(exercise NAME)", except pieces
+    of the exercise's own task. solutions: {name: (task, [code lines])}."""
+    def hide(span):
+        pieces = [p for p in (" ".join(p.split()) for p in span[1].split("...")) if p]
+        for name, (task, lines) in solutions.items():
+            if pieces and any(" " in p for p in pieces) and not any(p in task for p in pieces) and \
+                    any(all(p in line for p in pieces) for line in lines):
+                return f"(exercise {name})"
+        return span[0]
+    return CODE_SPAN.sub(hide, markdown)
+
+
+def strip(names, out, root=ROOT):
+    """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped, and
+    the solution lines that its markdown files quote hidden."""
+    exercises = find(root)
+    names = chosen(names, exercises)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         die(f"--out={out} exists and is not an empty directory; choose a new directory for the student copy")
     if os.path.abspath(out).startswith(os.path.abspath(root) + os.sep):
         die(f"--out={out} is inside the repo; put the student copy beside it, e.g. --out=../student")
-    by_file, texts = {}, {}
+    by_file, texts, solutions = {}, {}, {}
     for n in names:
         by_file.setdefault(exercises[n].path, []).append(exercises[n])
-    for f, chosen in by_file.items():
+    for f, todo in by_file.items():
         with open(os.path.join(root, f), encoding="utf-8") as fh:
-            texts[f] = stripped(fh.read(), chosen)
+            text = fh.read()
+        texts[f] = stripped(text, todo)
         try:
             compile(texts[f], f, "exec")
         except SyntaxError as e:  # a region that is not whole statements (e.g. inside an expression)
-            die(f"{f} does not parse with {', '.join(ex.name for ex in chosen)} stripped (line {e.lineno}: "
+            die(f"{f} does not parse with {', '.join(ex.name for ex in todo)} stripped (line {e.lineno}: "
                 f"{e.msg}); an exercise region must hold whole statements")
+        for ex in todo:  # its code lines without their comments, spaces collapsed
+            solutions[ex.name] = (ex.what, [" ".join(line.split(" # ")[0].split())
+                                            for line in text.splitlines()[ex.body:ex.end]])
     for f in repo_files(root):
         dst = os.path.join(out, f)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if f.endswith(".md"):
+            with open(os.path.join(root, f), encoding="utf-8") as fh:
+                texts[f] = hide_solutions(fh.read(), solutions)
         if f in texts:
             with open(dst, "w", encoding="utf-8") as fh:
                 fh.write(texts[f])
@@ -189,36 +234,96 @@ def strip(names, out, root=ROOT):
     return [exercises[n] for n in names]
 
 
-def check(names, root=ROOT):
-    """Run each named exercise's tests in the repo at root (the student's copy); True if all pass."""
+# -----------------------------------------------------------------------------
+# check: an exercise's tests, judged by its own code only
+
+
+def run_tests(ex, root):
+    """Run ex's tests in the repo at root -> each test's record (tests/conftest.py writes them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "tests.json")
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--exercise={ex.name}",
+                            f"--exercise-report={report}", *ex.tests], cwd=root, capture_output=True, text=True)
+        if not os.path.exists(report):  # pytest could not start (e.g. a broken tests/conftest.py)
+            return [dict(test=ex.command(), outcome="failed", error="pytest's start", at=ex.tests[0],
+                         text=p.stdout + p.stderr)]
+        with open(report, encoding="utf-8") as fh:
+            return json.load(fh)
+
+
+def verdict(ex, records):
+    """One exercise's result from its tests' records: dict(name, status, passed, failed, blocked, blocked_by,
+    summary, first); status is PASS, TODO (its raise is still there), WRONG (an assertion disagrees), RAISES
+    (another exception), BLOCKED (every test waits for other exercises) or EMPTY (no test selected)."""
+    passed = [r for r in records if r["outcome"] == "passed"]
+    failed = [r for r in records if r["outcome"] == "failed"]
+    blocked = [r for r in records if r.get("blocked_by")]
+    blocked_by = sorted({r["blocked_by"] for r in blocked})
+    first = next((r for r in failed if not r.get("todo")), None)
+    where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
+    waits = f"exercise {', '.join(blocked_by)}" if blocked_by else ""
+    counts = f"{len(passed)} of {len(records)} tests pass" + (f", {len(blocked)} blocked by {waits}" * bool(blocked))
+    if first is not None:
+        status = "WRONG" if first["error"] == "AssertionError" else "RAISES"
+        what = f"your code at {where} disagrees with" if status == "WRONG" else \
+            f"raises {first['error']} at {first['at']} in"
+        summary = f"{what} {first['test']} (shown above); {counts}"
+    elif failed:
+        status = "TODO"
+        summary = f"not implemented yet: replace the raise at {where} with code that does this: {ex.what}"
+    elif not records:
+        status, summary = "EMPTY", f"{ex.command()} selects no test"
+    elif not passed:
+        status, summary = "BLOCKED", f"every test needs {waits}, still stripped in this copy: do it first"
+    else:
+        status = "PASS"
+        summary = counts + (" (check again once those are done)" if blocked else "") + \
+            ". Now run its experiment (EXERCISES.md)."
+    return dict(name=ex.name, status=status, passed=len(passed), failed=len(failed), blocked=len(blocked),
+                blocked_by=blocked_by, summary=summary, first=first)
+
+
+def show(result):
+    """What a student reads: the first failing test in full (its cases, its source up to the failing line with its
+    comments, the values), then a one-line summary."""
+    first = result["first"]
+    if first is not None:
+        print(f"---- {first['test']}\n{first['text'].rstrip()}\n----")
+    print(f"{result['status']:<7} {result['name']}: {result['summary']}", flush=True)
+
+
+def check(names, root=ROOT, as_json=False):
+    """Run each named exercise's tests in the repo at root (the student's copy) and say how it stands; with several
+    exercises, a table to grade from (as_json: JSON only). Returns the verdicts."""
     exercises = find(root)
     names = list(exercises) if names == ["all"] else names
     for n in names:
         if n not in exercises:
             die(f"unknown exercise {n!r}; `python exercises.py list` shows them")
-    ok = True
+    results = []
     for n in names:
-        ex = exercises[n]
-        print(f"== exercise {n}: {ex.command()}", flush=True)
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ex.tests], cwd=root,
-                           capture_output=True, text=True)
-        where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
-        if p.returncode == 0:
-            print(f"PASS  {n}: its tests pass. Now run its experiment (EXERCISES.md).")
-            continue
-        ok = False
-        print(p.stdout[-4000:] + p.stderr[-2000:])
-        if f"NotImplementedError: exercise {n}:" in p.stdout:
-            print(f"FAIL  {n}: not implemented yet: replace the raise at {where} with code that does this: "
-                  f"{ex.what}")
-        else:
-            print(f"FAIL  {n}: your code at {where} runs but the tests above disagree; read their hand-computed "
-                  f"values, and the docstrings of {ex.function or ex.path} and the functions it calls")
-    return ok
+        if not as_json:
+            print(f"== exercise {n}: {exercises[n].command()}", flush=True)
+        results.append(verdict(exercises[n], run_tests(exercises[n], root)))
+        if not as_json:
+            show(results[-1])
+    score = sum(r["status"] == "PASS" for r in results)
+    if as_json:
+        rows = [dict({k: v for k, v in r.items() if k != "first"}, first_failure=r["first"] and
+                     {k: r["first"][k] for k in ("test", "error", "at")}) for r in results]
+        print(json.dumps(dict(exercises=rows, passed=score, total=len(results)), indent=1))
+    elif len(results) > 1:
+        print(f"\n{'exercise':<16} {'result':<7} {'passed':>6} {'failed':>6} {'blocked':>7}  blocked by")
+        for r in results:
+            print(f"{r['name']:<16} {r['status']:<7} {r['passed']:>6} {r['failed']:>6} {r['blocked']:>7}  "
+                  f"{', '.join(r['blocked_by'])}")
+        print(f"{score} of {len(results)} exercises pass")
+    return results
 
 
 def main(argv):
-    usage = "usage: python exercises.py list | strip NAME [NAME ...] --out DIR | check NAME [NAME ...]"
+    usage = ("usage: python exercises.py list | strip all|NAME [NAME ...] --out DIR | check all|NAME [NAME ...] "
+             "[--json]")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + usage)
         return
@@ -230,7 +335,8 @@ def main(argv):
     if cmd == "list":
         width = max(map(len, exercises), default=0)
         for i, ex in enumerate(exercises.values(), start=1):
-            print(f"{i:2}. {ex.name:<{width}}  {ex.path}:{ex.function}  {ex.what}\n"
+            extra = "  (`strip all` leaves it solved: name it to strip it)" if ex.name in ON_REQUEST else ""
+            print(f"{i:2}. {ex.name:<{width}}  {ex.path}:{ex.function}  {ex.what}{extra}\n"
                   f"    {'':<{width}}  tests: {ex.command()}")
     elif cmd == "strip":
         out = [a.split("=", 1)[1] for a in args if a.startswith("--out=")]
@@ -240,13 +346,17 @@ def main(argv):
         if not out or not names:
             die(f"strip needs exercise names and --out DIR; {usage}")
         done = strip(names, out[0])
+        kept = [n for n in ON_REQUEST if n in exercises and n not in [ex.name for ex in done]] if "all" in names else []
         print(f"wrote a student copy to {out[0]} with {len(done)} exercise(s) to do: "
-              f"{', '.join(ex.name for ex in done)}. Start with EXERCISES.md there; "
-              f"`python exercises.py check NAME` runs an exercise's tests.")
+              f"{', '.join(ex.name for ex in done)}" + (f" ({', '.join(kept)} stay solved: name them to strip them "
+                                                         f"too)" if kept else "") +
+              ". Start with EXERCISES.md there; `python exercises.py check NAME` runs an exercise's tests.")
     elif cmd == "check":
-        if not args:
+        names = [a for a in args if a != "--json"]
+        if not names:
             die(f"check needs exercise names; {usage}")
-        sys.exit(0 if check(args) else 1)
+        results = check(names, as_json="--json" in args)
+        sys.exit(0 if all(r["status"] == "PASS" for r in results) else 1)
     else:
         die(f"unknown command {cmd!r}; {usage}")
 

@@ -28,7 +28,7 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
         # REINFORCE (Williams 1992): the gradient of -A * log pi(y) is the policy gradient. The minimalist
         # baseline is exactly this with A = the raw reward. PPO, GSPO and CISPO all reduce to it on-policy.
         # EXERCISE reinforce: return the per-token REINFORCE loss (N, T) and dict(clipfrac=0.0)
-        # (tests: tests/test_loss.py -k reinforce)
+        # (tests: tests/test_loss.py -k test_reinforce)
         return -advantages * logprobs, dict(clipfrac=0.0)
         # END EXERCISE
 

@@ -7,7 +7,7 @@ The papers' experiment pipelines: design choices x seeds through train.py, then 
     python sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
 PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file):
-  rollouts, budget256, batch, extra, replay   the paper's grids (shared/PAPER.md), each entry a paper script
+  rollouts, budget256, batch, extra, replay   the paper's grids (docs/PAPER.md), each entry a paper script
   one_problem   the sibling paper's layers: 1 problem x 1 rollout (raw reward), + rollouts, + GRPO's advantage,
                 + 32 problems, + all problems, + 32 prompts per step (the paper's GRPO run); each vs the last
   advantage, loss   nanoRFT's extensions: estimators on the same 32 x 8 responses; loss aggregations, and
@@ -50,7 +50,7 @@ import plot
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a CPU core per run
-# The paper's grids (shared/PAPER.md), each entry a paper script's config (config/*.py names the script), then
+# The paper's grids (docs/PAPER.md), each entry a paper script's config (config/*.py names the script), then
 # nanoRFT's extensions. The first entry of a pipeline is its baseline.
 PAIRS = [(64, 4), (128, 2), (256, 1), (512, 1), (1024, 1), (2048, 1)]  # the paper's replay points, window 8
 PIPELINES = {

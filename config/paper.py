@@ -1,4 +1,4 @@
-# The paper's every-run settings (shared/PAPER.md "Every run"), as its scripts set them: github.com/tt725/
+# The paper's every-run settings (docs/PAPER.md "Every run"), as its scripts set them: github.com/tt725/
 # Bandit-Reinforcement-Fine-tuning, Running-Bash/run_*.sh on verl 0.7-dev (its defaults where a script is silent).
 # Included by the six config/{model}_{task}.py; a design-choice config (one grid point) goes after those.
 # The grid point sets batch_size, rollouts and advantage; until it does, this is the minimalist baseline

@@ -1,6 +1,6 @@
-"""The paper configs are the paper's scripts: every config/ file standing for a script of shared/PAPER.md,
+"""The paper configs are the paper's scripts: every config/ file standing for a script of docs/PAPER.md,
 composed with each model config through train.py's configurator, resolves to the settings in the tables
-below. The tables are written from PAPER.md, not from the configs, so a drift in either fails here."""
+below. The tables are written from docs/PAPER.md, not from the configs, so a drift in either fails here."""
 import glob
 import math
 import os
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*-*b_*.py")))
 
-# PAPER.md "Every run": what every paper script sets (verl's defaults where a script is silent)
+# docs/PAPER.md "Every run": what every paper script sets (verl's defaults where a script is silent)
 EVERY_RUN = dict(
     ppo_epochs=1, minibatches=1, clip_low=0.2, clip_high=0.2, ratio_level="token", policy_loss="ppo",  # 1 update
     loss_agg="token_mean", entropy_coef=0.0,
@@ -31,7 +31,7 @@ EVERY_RUN = dict(
 # knobs that change memory, speed or bookkeeping, not what a run computes: each config may choose them
 FREE = {"out_dir", "device", "num_threads", "eval_batch_size", "micro_batch_size", "grad_checkpointing",
         "sample_batch_size", "max_steps", "data_path", "overwrite", "max_bad_steps", "seed"}
-# PAPER.md "Models and data"
+# docs/PAPER.md "Models and data"
 MODELS = {"qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B-Instruct", "llama3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
           "olmo2-1b": "allenai/OLMo-2-0425-1B-Instruct"}
 TASKS = {"gsm8k": "gsm8k", "math": "math_full"}  # MATH's test split: MATH-lighteval's 5000 problems
@@ -42,7 +42,7 @@ def grpo(b, n):
     return dict(batch_size=b, rollouts=n, advantage="grpo" if n > 1 else "none")
 
 
-# PAPER.md "The grids": config -> (the paper script it reproduces, its settings beyond EVERY_RUN)
+# docs/PAPER.md "The grids": config -> (the paper script it reproduces, its settings beyond EVERY_RUN)
 GRID = {"minimal": ("run_grpo_0032_1_qwen0.5b_gsm.sh", grpo(32, 1)),
         **{f"rollouts_{n}": (f"run_grpo_0032_{n}_qwen0.5b_gsm.sh", grpo(32, n)) for n in (1, 8, 16, 32, 64)},
         **{f"budget256_{b}x{n}": (f"run_grpo_{b:04d}_{n}_qwen0.5b_{'math' if b in (64, 128) else 'gsm'}.sh",
@@ -83,7 +83,7 @@ def test_there_are_six_model_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 @pytest.mark.parametrize("point", ["", *GRID], ids=lambda p: p or "alone")
 def test_model_config_with_a_grid_point_is_the_papers_run(path, point):
-    """Every (model config, grid config) pair resolves to PAPER.md's every-run settings plus the grid point's,
+    """Every (model config, grid config) pair resolves to docs/PAPER.md's every-run settings plus the grid point's,
     every other knob at train.py's default; alone, a model config is the minimalist baseline (32 x 1)."""
     model, task = os.path.basename(path)[:-3].split("_")
     c = configure(DEFAULTS, [path] + ([cfg(point)] if point else []))
@@ -114,7 +114,7 @@ def test_every_config_is_in_a_table_here():
 
 
 def test_at_one_rollout_grpo_is_the_raw_reward():
-    """PAPER.md: verl's GRPO gives a group of one mean 0 and std 1, so the n = 1 grid points train on the raw
+    """docs/PAPER.md: verl's GRPO gives a group of one mean 0 and std 1, so the n = 1 grid points train on the raw
     reward; nanoRFT runs them as advantage="none", which must be the same numbers."""
     rewards = torch.tensor([[1.0], [0.0], [1.0]])  # (B, 1)
     grpo_adv = adv_lib.compute_advantages(rewards, "grpo", eps=1e-6)

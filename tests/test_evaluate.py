@@ -9,8 +9,9 @@ import data
 from evaluate import evaluate, pass_at_k
 
 
+# (5, 2, 3): exactly k wrong samples, so one k-subset of the 10 misses: 1 - 1/10 (a `<=` for `<` returns 1.0)
 @pytest.mark.parametrize("n, c, k", [(8, 0, 1), (8, 3, 1), (8, 3, 2), (8, 3, 4), (8, 6, 4), (5, 5, 2), (6, 1, 6),
-                                     (7, 2, 3)])
+                                     (7, 2, 3), (5, 2, 3)])
 def test_pass_at_k_equals_brute_force(n, c, k):
     # pass@k = chance that a uniformly random k-subset of the n samples holds a correct one
     samples = [1] * c + [0] * (n - c)
@@ -90,3 +91,16 @@ def test_fit_prompts_drops_long_prompts(arith, capsys):
     with pytest.raises(SystemExit) as e:
         data.fit_prompts(tok, "arith", problems, "test", 7)
     assert e.value.code == 2 and "no test problem fits" in capsys.readouterr().err
+
+
+def test_progress_is_a_bar_over_the_sampler_calls_on_stderr(arith, capsys):
+    """evaluate.py's CLI shows a bar per pass (sampled, greedy) that counts sampler calls: 5 problems in calls
+    of 2 prompts are 3 calls (each bar starts at 0/3; how often it redraws depends on the clock, so only its start is
+    pinned); stdout keeps only the results. Without progress (train.py's evaluation) no bar."""
+    model, tok = arith
+    problems = data.load_split("arith", "test")[:5]
+    evaluate(model, tok, "arith", problems, n=2, ks=(1, 2), batch_size=2, progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "2 samples:   0%" in err and "greedy:   0%" in err and err.count("0/3") == 2
+    evaluate(model, tok, "arith", problems, n=2, ks=(1, 2), batch_size=2)
+    assert capsys.readouterr() == ("", "")

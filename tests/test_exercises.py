@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -23,7 +24,8 @@ try:
     EXERCISES = exercises.find()
 except ValueError:  # test_markers_are_well_formed says what is wrong
     EXERCISES = {}
-# python train.py (the baseline, with its evaluation) cannot run while one of these is stripped
+# python train.py (the baseline, with its evaluation) cannot run while one of these is stripped: the worksheet puts them
+# before its first training experiment (coverage_regret's), or leaves them solved in `strip all`
 BASELINE_NEEDS = {"reinforce", "coverage_regret", "pass_at_k", "kv_cache", "rope"}
 # fast tests of code no exercise touches: each stripped copy must still pass them (it imports, the rest works)
 OTHERS = [("tests/test_advantage.py", "test_none_returns_rewards_unchanged"),
@@ -73,12 +75,16 @@ def test_the_bandit_coverage_and_regret_count_solved_prompts_and_wrong_responses
 def test_markers_are_well_formed():
     found = exercises.find()  # raises for an unpaired or nested marker, a name used twice, a missing test file
     assert list(found) == list(exercises.ORDER), "exercises.ORDER must list every marked exercise, in order"
+    before_training = exercises.ORDER[:exercises.ORDER.index("coverage_regret") + 1]
+    assert BASELINE_NEEDS <= set(before_training) | set(exercises.ON_REQUEST) <= set(found)
     for ex in found.values():
         assert re.fullmatch(r"[a-z][a-z0-9_]*", ex.name) and ex.what and ex.function, ex.name
         assert all(t.startswith("tests/test_") and t.endswith(".py") for t in ex.tests[:-2]), ex.tests
     worksheet = open(os.path.join(ROOT, "EXERCISES.md"), encoding="utf-8").read()
     assert re.findall(r"^## \d+\. .*\(`(\w+)`\)$", worksheet, re.M) == list(found), \
         "EXERCISES.md's sections must be the exercises, in exercises.ORDER"
+    assert re.findall(r"^\| \d+ \| `(\w+)` \|", worksheet, re.M) == list(found), \
+        "EXERCISES.md's instructor table must list the exercises, in exercises.ORDER"
 
 
 def test_list_prints_the_worksheet_in_order():
@@ -124,8 +130,9 @@ def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
     namespace = {}
     exec(compile(out, "f.py", "exec"), namespace)
     assert namespace["f"](0) == 0
-    with pytest.raises(NotImplementedError, match="exercise half: return half of x, a two-line header; check with: "
-                                                  "python -m pytest -q tests/test_loss.py -k 'half and not whole'"):
+    with pytest.raises(NotImplementedError, match=re.escape(
+            "exercise half: return half of x, a two-line header; check with: python exercises.py check half "
+            "(python -m pytest -q tests/test_loss.py -k 'half and not whole')")):
         namespace["f"](1)
 
 
@@ -189,25 +196,21 @@ for line in list(sys.stdin) + [None] * 2:
 
 
 def run_tests(jobs, reports):
-    """jobs: {key: (root, files, expression)} -> {key: {(file, function, case id): (outcome, message)}}: pytest in
-    root (the repo or a copy) on the non-slow tests of `files` that -k `expression` selects; reports: a directory
-    for its JUnit files."""
-    xml = {key: os.path.join(reports, f"junit-{i}.xml") for i, key in enumerate(jobs)}
-    lines = [json.dumps([root, ["-q", "-p", "no:cacheprovider", f"--junitxml={xml[key]}", "-m", "not slow", *files,
-                                "-k", expression]]) for key, (root, files, expression) in jobs.items()]
+    """jobs: {key: (root, files, expression, exercise)} -> {key: [test records]}: pytest in root (the repo or a
+    copy) on the non-slow tests of `files` that -k `expression` selects, as `exercises.py check exercise` runs them
+    (--exercise; "" for none), each test's record as tests/conftest.py writes it; reports: a directory for them."""
+    out = {key: os.path.join(reports, f"records-{i}.json") for i, key in enumerate(jobs)}
+    lines = [json.dumps([root, ["-q", "-p", "no:cacheprovider", f"--exercise={exercise}",
+                                f"--exercise-report={out[key]}", "-m", "not slow", *files, "-k", expression]])
+             for key, (root, files, expression, exercise) in jobs.items()]
     p = subprocess.run([sys.executable, "-c", FORK_SERVER, os.path.join(ROOT, "assets", "tiny-arith")],
                        input="\n".join(lines), capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     results = {}
     for key in jobs:
-        assert os.path.exists(xml[key]), f"pytest wrote no report in {jobs[key][0]} (a crash?)"
-        cases = results[key] = {}
-        for case in ET.parse(xml[key]).iter("testcase"):
-            failed = case.find("failure") if case.find("failure") is not None else case.find("error")
-            outcome = "skipped" if case.find("skipped") is not None else "failed" if failed is not None else "passed"
-            name = case.get("name")
-            where = (case.get("classname").replace(".", "/") + ".py", name.split("[")[0], name)
-            cases[where] = (outcome, "" if failed is None else (failed.get("message") or "") + (failed.text or ""))
+        assert os.path.exists(out[key]), f"pytest wrote no records in {jobs[key][0]} (a crash?)"
+        with open(out[key], encoding="utf-8") as fh:
+            results[key] = json.load(fh)
     return results
 
 
@@ -215,39 +218,117 @@ def others_of(name):
     return OTHERS + ([] if name in BASELINE_NEEDS else [STEP])
 
 
+def group_of(name):
+    """The worksheet copy an exercise is done in: `strip all`, or all and the model's exercises for those."""
+    return ["all", *exercises.ON_REQUEST] if name in exercises.ON_REQUEST else ["all"]
+
+
+# A wrong answer of each kind in a few exercises' regions: (exercise, solution text, wrong text, the status check
+# gives). The tests must catch each with its assertion (or, for RAISES, the line of the student's code).
+WRONG = [("reinforce", "return -advantages * logprobs", "return advantages * logprobs", "WRONG"),  # sign
+         ("grpo", "mean, std = group_stats(r)", "mean, std = r.mean(1, keepdim=True), r.std(1, keepdim=True)",
+          "WRONG"),  # no group-of-one convention: NaN at n = 1
+         ("aggregate", "(x.sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seqs", "x.sum() / n_tokens",
+          "WRONG"),  # normalization
+         ("pass_at_k", "if n - c < k:", "if n - c <= k:", "WRONG"),  # off by one
+         ("k3", "torch.exp(-log_ratio) - 1 + log_ratio", "torch.exp(log_ratio) - 1 - log_ratio", "WRONG"),  # direction
+         ("top_p", ">= top_p", "> top_p", "WRONG"),  # an exact tie
+         ("rloo", "r.sum(1, keepdim=True)", "r.sum(2, keepdim=True)", "RAISES")]  # an exception in the region
+
+
 @pytest.fixture(scope="module")
 def stripped_runs(tmp_path_factory):
-    """For each exercise, a copy of the repo with it alone stripped, and the results there of its tests and of
-    the other fast tests; under "repo", the results of every exercise's tests on the repo itself."""
+    """The results (test records) of exercises' tests: under "repo", every exercise's on the repo itself; under
+    name, a copy with that exercise alone stripped (its tests and the other fast tests); under ("solved", name), a
+    worksheet copy (group_of) with every exercise stripped but that one; under ("wrong", name), the repo with a
+    WRONG answer in that exercise's region."""
     jobs = {"repo": (ROOT, sorted({t for ex in EXERCISES.values() for t in ex.tests[:-2]}),
-                     " or ".join(f"({ex.tests[-1]})" for ex in EXERCISES.values()))}
+                     " or ".join(f"({ex.tests[-1]})" for ex in EXERCISES.values()), "")}
     for name, ex in EXERCISES.items():
         copy = str(tmp_path_factory.mktemp(name) / "copy")
         exercises.strip([name], copy)
         others = others_of(name)
         jobs[name] = (copy, sorted(set(ex.tests[:-2]) | {f for f, _ in others}),
-                      f"({ex.tests[-1]}) or " + " or ".join(fn for _, fn in others))
+                      f"({ex.tests[-1]}) or " + " or ".join(fn for _, fn in others), name)
+        copy = str(tmp_path_factory.mktemp(name) / "solved")
+        exercises.strip([n for n in exercises.chosen(group_of(name), EXERCISES) if n != name], copy)
+        jobs["solved", name] = (copy, ex.tests[:-2], ex.tests[-1], name)
+    for name, solution, wrong, _ in WRONG:
+        ex, copy = EXERCISES[name], tmp_path_factory.mktemp(name) / "wrong"
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "out", "__pycache__", ".pytest_cache"))
+        text = (copy / ex.path).read_text()
+        region = "".join(text.splitlines(keepends=True)[ex.body:ex.end])
+        assert region.count(solution) == 1, f"WRONG's {solution!r} is not in exercise {name}'s region once"
+        (copy / ex.path).write_text(text.replace(region, region.replace(solution, wrong)))
+        jobs["wrong", name] = (str(copy), ex.tests[:-2], ex.tests[-1], name)
     return run_tests(jobs, str(tmp_path_factory.mktemp("reports")))
+
+
+def key_of(record):
+    """(file, function) of a test record, e.g. ("tests/test_loss.py", "test_loss_aggregations")."""
+    f, name = record["test"].split("::", 1)
+    return f, name.split("[")[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_a_stripped_exercise_fails_its_tests_and_no_others(name, stripped_runs):
-    ex, cases, others = EXERCISES[name], stripped_runs[name], others_of(name)
-    own = {k: v for k, v in cases.items() if k[:2] not in others}
+    ex, records, others = EXERCISES[name], stripped_runs[name], others_of(name)
+    own = [r for r in records if key_of(r) not in others]
     assert own, f"{ex.command()} selects no (fast) test"
-    for (_, _, case), (outcome, message) in own.items():
-        assert outcome == "failed" and f"NotImplementedError: exercise {name}:" in message, \
-            f"{case} {outcome} with exercise {name} stripped: it does not test the region ({message[:300]})"
+    for r in own:
+        assert r["outcome"] == "failed" and r.get("todo") and f"NotImplementedError: exercise {name}:" in r["text"], \
+            f"{r['test']} {r['outcome']} with exercise {name} stripped: it does not test the region ({r}"[:600]
     for f, fn in others:
-        got = [outcome for k, (outcome, _) in cases.items() if k[:2] == (f, fn)]
+        got = [r["outcome"] for r in records if key_of(r) == (f, fn)]
         assert got and set(got) == {"passed"}, f"{f}::{fn} {got} with exercise {name} stripped"
+    assert exercises.verdict(ex, own)["status"] == "TODO"
 
 
 @pytest.mark.slow
 def test_every_exercise_passes_on_the_repo(stripped_runs):
-    cases = stripped_runs["repo"]
-    assert cases and {k: v for k, v in cases.items() if v[0] != "passed"} == {}
+    records = stripped_runs["repo"]
+    assert records and [r for r in records if r["outcome"] != "passed"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_in_a_worksheet_copy_each_exercise_solved_alone_passes_its_check(name, stripped_runs, tmp_path):
+    """`strip all`, then one exercise's solution back: its check passes, tests that need a still-stripped exercise
+    are skipped as blocked by it, and nothing else changed. A model exercise (stripped by name) may be blocked only
+    by the model exercises before it in the worksheet (kv_cache runs the model, so it needs rope)."""
+    ex, records = EXERCISES[name], stripped_runs["solved", name]
+    result = exercises.verdict(ex, records)
+    earlier = set(exercises.ORDER[:exercises.ORDER.index(name)]) if name in exercises.ORDER else set()
+    assert result["status"] == "PASS" or (result["status"] == "BLOCKED" and set(result["blocked_by"]) <= earlier), \
+        f"{name} solved alone in a `strip {' '.join(group_of(name))}` copy: {result}"
+    assert all(r["outcome"] == "passed" or r.get("blocked_by") for r in records), records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, solution, wrong, status", WRONG, ids=[w[0] for w in WRONG])
+def test_a_wrong_answer_fails_its_check_with_the_assertion_shown(name, solution, wrong, status, stripped_runs):
+    ex = EXERCISES[name]
+    result = exercises.verdict(ex, stripped_runs["wrong", name])
+    first = result["first"]
+    assert result["status"] == status and first is not None, f"{wrong!r} in exercise {name}: {result}"
+    assert f"\n>  " in first["text"] and first["test"] in result["summary"]  # the failing line, marked by pytest
+    if status == "WRONG":  # the assertion, in full with its values
+        assert first["error"] == "AssertionError" and "\nE  " in first["text"], first["text"]
+    else:  # the student's own line, not torch's
+        line = next(i for i, s in enumerate(open(os.path.join(ROOT, ex.path)), 1) if i > ex.body and solution in s)
+        assert first["at"] == f"{ex.path}:{line}" and f"raises {first['error']} at {first['at']}" in result["summary"]
+
+
+@pytest.mark.slow
+def test_a_copys_docs_hide_the_stripped_solutions_but_not_the_tasks(tmp_path):
+    copy = tmp_path / "copy"
+    exercises.strip(["all"], str(copy))
+    readme, worksheet = (copy / "README.md").read_text(), (copy / "EXERCISES.md").read_text()
+    for shown in ("torch.exp(-log_ratio) - 1 + log_ratio", "-advantages * logprobs", "(r - mean) / (std + eps)"):
+        assert shown not in readme and shown in open(os.path.join(ROOT, "README.md")).read()
+    assert "| (exercise k3) |" in readme and "| (exercise grpo) |" in readme
+    assert "`dual_clip > 0`" in worksheet and "`x.sum() / n_tokens`" in readme  # a task; a line nobody strips
 
 
 @pytest.mark.slow
@@ -260,7 +341,55 @@ def test_the_baseline_trains_with_the_other_exercises_stripped_and_check_says_wh
                        text=True, env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert [line for line in open(tmp_path / "run" / "log.jsonl")][-1].startswith('{"step": 2')
-    p = subprocess.run([sys.executable, "exercises.py", "check", "grpo"], cwd=copy, capture_output=True, text=True,
-                       env=ENV, timeout=600)
+    p = subprocess.run([sys.executable, "exercises.py", "check", "grpo", "reinforce", "--json"], cwd=copy,
+                       capture_output=True, text=True, env=ENV, timeout=600)
     where = f"advantage.py:{EXERCISES['grpo'].body + 1} (compute_advantages)"
-    assert p.returncode == 1 and f"FAIL  grpo: not implemented yet: replace the raise at {where}" in p.stdout
+    out = json.loads(p.stdout)
+    assert p.returncode == 1 and (out["passed"], out["total"]) == (1, 2), p.stdout
+    assert [(r["name"], r["status"]) for r in out["exercises"]] == [("grpo", "TODO"), ("reinforce", "PASS")]
+    assert out["exercises"][0]["summary"].startswith(f"not implemented yet: replace the raise at {where}")
+
+
+# -----------------------------------------------------------------------------
+# check's verdicts and table on hand-made test records
+
+
+def record(test, outcome="passed", **kw):
+    return dict(test=test, outcome=outcome, **kw)
+
+
+VERDICTS = [  # (records, status, a piece of the summary)
+    ([record("t::a"), record("t::b", "skipped", blocked_by="rope")], "PASS", "1 of 2 tests pass, 1 blocked by "
+                                                                             "exercise rope"),
+    ([record("t::a", "failed", todo=True, error="NotImplementedError", at="loss.py:31")], "TODO",
+     "not implemented yet: replace the raise at"),
+    ([record("t::a", "failed", todo=True, error="NotImplementedError", at="loss.py:31"),
+      record("t::b", "failed", error="AssertionError", at="tests/t.py:9")], "WRONG", "disagrees with t::b"),
+    ([record("t::a", "failed", error="TypeError", at="loss.py:32", text="E   TypeError: bad operand")], "RAISES",
+     "raises TypeError at loss.py:32 in t::a"),
+    ([record("t::a", "skipped", blocked_by="rope"), record("t::b", "skipped", blocked_by="kv_cache")], "BLOCKED",
+     "every test needs exercise kv_cache, rope, still stripped"),
+    ([], "EMPTY", "selects no test"),
+]
+
+
+@pytest.mark.parametrize("records, status, summary", VERDICTS, ids=[v[1] for v in VERDICTS])
+def test_verdicts_tell_todo_wrong_raises_and_blocked_apart(records, status, summary):
+    result = exercises.verdict(EXERCISES["reinforce"], records)
+    assert result["status"] == status and summary in result["summary"], result
+
+
+def test_check_all_prints_a_table_to_grade_from_and_json(monkeypatch, capsys):
+    canned = {"reinforce": VERDICTS[0][0], "grpo": VERDICTS[3][0]}
+    monkeypatch.setattr(exercises, "run_tests", lambda ex, root: canned.get(ex.name, VERDICTS[1][0]))
+    results = exercises.check(["all"])
+    out = capsys.readouterr().out
+    assert len(results) == len(EXERCISES) and f"1 of {len(EXERCISES)} exercises pass" in out
+    table = out[out.index("\nexercise "):].splitlines()[2:-1]
+    assert [row.split()[:2] for row in table] == [[n, dict(reinforce="PASS", grpo="RAISES").get(n, "TODO")]
+                                                  for n in EXERCISES]
+    assert "---- t::a\nE   TypeError: bad operand\n----\nRAISES  grpo: raises TypeError at loss.py:32" in out
+    exercises.check(["reinforce", "grpo"], as_json=True)
+    out = json.loads(capsys.readouterr().out)
+    assert (out["passed"], out["total"]) == (1, 2) and out["exercises"][0]["blocked_by"] == ["rope"]
+    assert out["exercises"][1]["first_failure"] == dict(test="t::a", error="TypeError", at="loss.py:32")
