@@ -28,7 +28,7 @@ from configurator import die
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # the worksheet's order (EXERCISES.md): the step's core first, then the pieces around it, then the machinery
 ORDER = ("reinforce", "grpo", "rloo", "aggregate", "gsm8k", "coverage_regret", "pass_at_k", "ppo_clip", "k3",
-         "top_p", "kv_cache", "rope")
+         "tis", "top_p", "kv_cache", "rope")
 BEGIN = re.compile(r"^(\s*)# EXERCISE ([a-z0-9_]+): (.*)$")
 HEADER = re.compile(r"^(.+) \(tests: (.+)\)$")  # the header's text, continued on comment lines if long
 END = re.compile(r"^\s*# END EXERCISE\s*$")

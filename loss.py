@@ -114,7 +114,7 @@ def mismatch(trainer_logprobs, sampler_logprobs, mask):
     [1/MISMATCH_BAND, MISMATCH_BAND]), and max (the largest |sum of a response's token log-ratios|: its
     sequence-level log-ratio). All three are exactly 0 when the two compute the same numbers."""
     log_ratio = torch.where(mask > 0, trainer_logprobs - sampler_logprobs, 0.0)  # (N, T) log r
-    kl = torch.exp(log_ratio) - 1 - log_ratio  # (N, T), >= 0, 0 where masked
+    kl = torch.expm1(log_ratio) - log_ratio  # (N, T), >= 0, 0 where masked; expm1: exp(x) - 1 cancels near 0
     out = (log_ratio.abs() > math.log(MISMATCH_BAND)) & (mask > 0)
     return dict(kl=kl.sum().item(), out=out.sum().item(), max=log_ratio.sum(1).abs().max().item() if len(mask) else 0.0)
 
