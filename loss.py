@@ -25,7 +25,8 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
                     clip_high=0.2, dual_clip=0.0):
     """Per-token loss (N, T) whose gradient is the policy gradient, and stats (sums over `mask`).
     logprobs (N, T): the policy being trained, with a graph; old_logprobs (N, T): the policy that sampled the
-    responses, or None when it is this very policy (one epoch, one minibatch: the paper's setting);
+    responses (train.py passes pi_old, the trainer's recompute before the update, as verl), or None when it is
+    this very policy (one epoch, one minibatch: the paper's setting);
     advantages (N, T): one value per response, repeated over its tokens."""
     # an inf or NaN where mask is 0 (padding, an untrained response) must reach neither the loss nor, through
     # exp and the ratio's chain rule (0 * inf), the gradient

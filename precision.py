@@ -3,7 +3,7 @@ Numeric precision as a design choice: the autocast context the sampler and the t
 optimizer step that fp16 needs (a dynamic loss scale). Weights and optimizer state stay float32 in every mode
 (mixed precision: Micikevicius et al. 2018); only the matmuls' inputs and outputs are cast.
 
-    float32    no autocast: the sampler and the trainer compute the same numbers (the update is exactly on-policy)
+    float32    no autocast: the sampler and the trainer agree up to fp32 rounding (the update is on-policy)
     bfloat16   autocast bf16: fp32's range, 8 bits of mantissa; no scaler needed (verl's and the paper's default)
     float16    autocast fp16: 11 bits of mantissa but a small range, so the loss is scaled up before backward and
                the gradients down after it; a step whose scaled gradients overflowed is skipped and the scale
@@ -12,7 +12,7 @@ optimizer step that fp16 needs (a dynamic loss scale). Weights and optimizer sta
 
 A sampler in another precision than the trainer (sampler_dtype) reproduces the sampler/trainer gap of an
 inference engine on purpose; loss.mismatch measures it and loss.is_weights corrects it.
-CPU autocast does bf16 and fp16 too (slowly: the tiny model's update runs ~10x slower than in fp32 on a CPU).
+CPU autocast does bf16 and fp16 too (slowly: the tiny model's update runs 4-10x slower than in fp32 on a CPU).
 """
 from contextlib import nullcontext
 
