@@ -17,9 +17,10 @@ import flash
 import reward
 from advantage import ESTIMATORS
 from configurator import die
-from loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
 from head import LOGIT_CHUNK
+from loss import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
 from model import kv_cache_bytes, read_hf_config
+from precision import DTYPES
 
 # the smallest sampling temperature: logits / temperature, and the difference of two of them (softmax subtracts
 # the largest), must stay finite in float32 and bfloat16 (both max 3.4e38) for logits up to MAX_LOGIT in size,
@@ -35,7 +36,7 @@ def check_config(c, world):
     combinations warn."""
     choices = dict(task=data.TASKS, grader=reward.GRADERS, advantage=ESTIMATORS, loss_agg=AGGREGATIONS,
                    kl_estimator=KL_ESTIMATORS, policy_loss=POLICY_LOSSES, ratio_level=RATIO_LEVELS,
-                   lr_schedule=("constant", "cosine"), dtype=("float32", "bfloat16"))
+                   lr_schedule=("constant", "cosine"), dtype=DTYPES, is_correction=IS_CORRECTIONS)
     for k, allowed in choices.items():
         if c[k] not in allowed:
             die(f"{k}={c[k]!r} is not one of {', '.join(allowed)}")
@@ -61,6 +62,10 @@ def check_config(c, world):
              (0 <= c["clip_low"] <= 1, f"clip_low must be in [0, 1] (1 - clip_low is the lowest ratio; 1: no lower "
                                        f"bound, as CISPO), got {c['clip_low']}"),
              (c["dual_clip"] == 0 or c["dual_clip"] > 1, f"dual_clip must be 0 (off) or > 1, got {c['dual_clip']}"),
+             (c["sampler_dtype"] in ("",) + DTYPES, f"sampler_dtype={c['sampler_dtype']!r} is not one of "
+                                                    f"{', '.join(DTYPES)}, or '' (the same as dtype)"),
+             (c["is_cap"] > 1, f"is_cap must be > 1 (tis caps weights at it, mis keeps ratios in [1/is_cap, is_cap]), "
+                               f"got {c['is_cap']}"),
              (c["min_lr_ratio"] <= 1, f"min_lr_ratio must be at most 1, got {c['min_lr_ratio']}"),
              (device_ok(c["device"]), f"device={c['device']!r} is not one of auto, cpu, cuda, cuda:N"
                                       + (f" with N < {torch.cuda.device_count()} (the GPUs torch sees)"

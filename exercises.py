@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 # the worksheet's order (EXERCISES.md): the step's core first, with the pieces train.py runs every step (loss, pass@k,
 # coverage) done before the first training experiment, then the design choices, then the model's machinery
 ORDER = ("reinforce", "pass_at_k", "coverage_regret", "grpo", "rloo", "aggregate", "gsm8k", "ppo_clip", "k3",
-         "rope", "kv_cache", "top_p")
+         "tis", "rope", "kv_cache", "top_p")
 # model engineering, which every experiment runs (the policy's forward, the sampler): `strip all` leaves it solved, so
 # the RL exercises' experiments run as the student goes; name them to strip them too (e.g. `strip all rope`)
 ON_REQUEST = ("rope", "kv_cache", "top_p")

@@ -1,25 +1,32 @@
 """
 The update's design choices as pure functions of per-token tensors: the policy-gradient loss
 (REINFORCE, PPO's clip, GSPO, CISPO), how a batch's token losses become one number (aggregate),
-and the KL penalty to the frozen initial policy. Shapes: N responses, T positions; `mask` (N, T) is 1.0
+the KL penalty to the frozen initial policy, and the sampler/trainer gap: how far the sampler's log-probs are
+from the trainer's recompute of the same tokens (mismatch) and the weights that correct for it (is_weights).
+Shapes: N responses, T positions; `mask` (N, T) is 1.0
 on the response tokens that are trained and 0.0 elsewhere. Every hyperparameter is an argument.
 
 Left out on purpose: a value function (critic/GAE: the outcome reward is the whole signal, as in GRPO
 and the paper), and reward models (rewards are verifiable: reward.py).
 """
+import math
+
 import torch
 
 POLICY_LOSSES = ("ppo", "cispo")
 RATIO_LEVELS = ("token", "sequence")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+IS_CORRECTIONS = ("none", "tis", "mis")
+MISMATCH_BAND = 1.1  # a token ratio outside [1/1.1, 1.1] counts in mismatch_frac (TRL issue 6789's measure)
 
 
 def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_level="token", clip_low=0.2,
                     clip_high=0.2, dual_clip=0.0):
     """Per-token loss (N, T) whose gradient is the policy gradient, and stats (sums over `mask`).
     logprobs (N, T): the policy being trained, with a graph; old_logprobs (N, T): the policy that sampled the
-    responses, or None when it is this very policy (one epoch, one minibatch: the paper's setting);
+    responses (train.py passes pi_old, the trainer's recompute before the update, as verl), or None when it is
+    this very policy (one epoch, one minibatch: the paper's setting);
     advantages (N, T): one value per response, repeated over its tokens."""
     # an inf or NaN where mask is 0 (padding, an untrained response) must reach neither the loss nor, through
     # exp and the ratio's chain rule (0 * inf), the gradient
@@ -93,3 +100,51 @@ def kl_penalty(logprobs, ref_logprobs, estimator="k3", clamp=0.0):
     else:
         raise ValueError(f"unknown kl_estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
     return kl.clamp(-clamp, clamp) if clamp > 0 else kl
+
+
+# -----------------------------------------------------------------------------
+# the sampler/trainer gap: the sampler (a KV-cached decode, maybe in another precision) and the trainer (one
+# packed forward) do not compute the same probabilities, so "on-policy" responses are slightly off-policy
+
+
+def mismatch(trainer_logprobs, sampler_logprobs, mask):
+    """How far the sampler's log-probs are from the trainer's recompute of the same tokens, before any optimizer
+    step. trainer_logprobs, sampler_logprobs, mask: (N, T). Returns sums over the masked tokens, so that
+    micro-batches and ranks add up: kl (Schulman's k3 estimate of KL(sampler || trainer) per token, from tokens the
+    sampler drew: r - 1 - log r with r = pi_trainer / pi_sampler), out (tokens whose r is outside
+    [1/MISMATCH_BAND, MISMATCH_BAND]), and max (the largest |sum of a response's token log-ratios|: its
+    sequence-level log-ratio). All three are exactly 0 when the two compute the same numbers."""
+    log_ratio = torch.where(mask > 0, trainer_logprobs - sampler_logprobs, 0.0)  # (N, T) log r
+    kl = torch.expm1(log_ratio) - log_ratio  # (N, T), >= 0, 0 where masked; expm1: exp(x) - 1 cancels near 0
+    out = (log_ratio.abs() > math.log(MISMATCH_BAND)) & (mask > 0)
+    return dict(kl=kl.sum().item(), out=out.sum().item(), max=log_ratio.sum(1).abs().max().item() if len(mask) else 0.0)
+
+
+def is_weights(trainer_logprobs, sampler_logprobs, mask, kind="none", cap=2.0):
+    """Detached weights (N, T) that multiply each token's policy-gradient loss to correct for the sampler not
+    being the trainer. trainer_logprobs: the trainer's log-probs of the sampled tokens before the update's first
+    optimizer step (pi_old); sampler_logprobs: the sampler's (pi_sampler); mask (N, T); cap: C.
+      none  w = 1: the responses are treated as the trainer's own (the paper's verl runs)
+      tis   w_t = min(pi_old / pi_sampler, C) per token: truncated importance sampling (Yao et al. 2025, "Your
+            efficient RL framework secretly brings you off-policy RL training"; oat's tis_c, verl's rollout_is
+            at token level, TRL's vllm_importance_sampling_correction with its cap)
+      mis   w = 1 for a response whose geometric-mean ratio exp(mean_t log(pi_old / pi_sampler)) lies in
+            [1/C, C], else 0 for all its tokens: masked importance sampling, no gradient from responses the
+            trainer would not have sampled (verl's sequence-level rejection, IcePop's band, DeepSeek-V3.2's and
+            TRL's off-policy masking)
+    Composition with PPO (verl, TRL): the weight multiplies the clipped loss, whose ratio is against pi_old,
+        L_t = w_t * max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high)),  r_t = pi_theta / pi_old,
+    so the clip bounds the policy's own move and w the sampler's error. On-policy (one epoch, one minibatch)
+    pi_old = pi_theta and this is -w_t * A_t * log pi_theta: REINFORCE reweighted."""
+    if kind == "none":
+        return torch.ones_like(mask, dtype=torch.float32)
+    log_ratio = torch.where(mask > 0, trainer_logprobs - sampler_logprobs, 0.0).detach()  # (N, T)
+    # EXERCISE tis: weights (N, T) for kind "tis", each token's truncated importance weight min(pi_old /
+    # pi_sampler, cap) from log_ratio (tests: tests/test_loss.py -k "tis")
+    if kind == "tis":
+        return torch.exp(log_ratio).clamp(max=cap)
+    # END EXERCISE
+    if kind == "mis":
+        seq = log_ratio.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1) log geometric mean
+        return (seq.abs() <= math.log(cap)).float().expand_as(log_ratio)
+    raise ValueError(f"unknown is_correction {kind!r}; expected one of {IS_CORRECTIONS}")

@@ -12,6 +12,8 @@ PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, 
                 + 32 problems, + all problems, + 32 prompts per step (the paper's GRPO run); each vs the last
   advantage, loss   nanoRFT's extensions: estimators on the same 32 x 8 responses; loss aggregations, and
                 PPO / GSPO / CISPO at 4 updates per step
+  precision     the sampler/trainer gap on the minimal baseline: fp32; a bf16 sampler with an fp32 trainer, bare,
+                with TIS and with MIS; all-bf16; all-fp16 with a loss scaler
   all           each distinct setting of the others once
 A pipeline starts from its baseline (its first entry) and changes one design choice per entry; plot.py compares
 each entry with the baseline, or with the entry REFERENCES pairs it with (replay_64x4 with budget256_64x4: same
@@ -92,6 +94,14 @@ PIPELINES = {
                 for agg in ("seq_mean_token_mean", "seq_sum_norm")},
              "ppo_4minibatches": ["config/grpo_8rollouts.py", "--minibatches=4"],
              "gspo": ["config/gspo.py"], "cispo": ["config/cispo.py"]},
+    # nanoRFT's extension: the sampler/trainer gap (issue 21) on the minimalist baseline. A bf16 sampler against
+    # an fp32 trainer makes the gap on purpose; TIS and MIS correct it (REFERENCES: vs the bare gap)
+    "precision": {"fp32": ["config/minimal.py"],
+                  "bf16_sampler": ["config/minimal.py", "--sampler_dtype=bfloat16"],
+                  "bf16_sampler_tis": ["config/minimal.py", "--sampler_dtype=bfloat16", "--is_correction=tis"],
+                  "bf16_sampler_mis": ["config/minimal.py", "--sampler_dtype=bfloat16", "--is_correction=mis"],
+                  "bf16": ["config/minimal.py", "--dtype=bfloat16"],
+                  "fp16": ["config/minimal.py", "--dtype=float16"]},
 }
 # every distinct setting once, the minimalist baseline first (an entry's name means one setting in every
 # pipeline, and a setting has one name, so `all` and the pipelines share their runs in one --out)
@@ -101,7 +111,8 @@ PIPELINES["all"] = {"minimal": PIPELINES["extra"]["minimal"],
 TWINS = {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS}
 REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  # a twin itself: not compared
               "one_problem": dict(zip(list(PIPELINES["one_problem"])[1:], PIPELINES["one_problem"])),  # vs the last
-              "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches")}
+              "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches"),
+              "precision": dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler")}
 # in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8), and a twin, is
 # compared with minimal
 REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()
@@ -110,8 +121,10 @@ REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items
 # takes tens of minutes on 2 cores (estimates in the README). Steps stay multiples of 25, the base's
 # eval_interval, so each entry's last step is also evaluated by the 150-step runs it is compared with; the
 # replay points keep ~20 visits per prompt of the 2000 training problems (512 x 75, 1024 x 50, 2048 x 25).
+# The precision entries run 100 steps, their fp32 reference too: CPU autocast in bf16/fp16 is ~5-10x slower.
 CPU_STEPS = {"rollouts_32": 75, "rollouts_64": 75, "batch_128x8": 75, "minimal_512x1": 75, "replay_512x1": 75,
-             "minimal_1024x1": 50, "replay_1024x1": 50, "minimal_2048x1": 25, "replay_2048x1": 25}
+             "minimal_1024x1": 50, "replay_1024x1": 50, "minimal_2048x1": 25, "replay_2048x1": 25,
+             **{name: 100 for name in PIPELINES["precision"]}}
 SWEEP_FILES = {"run.json", "train.out", "done.json"}  # what sweep.py itself writes in a run's dir
 # --key=value args left out when two runs are compared: those a resume may change (train.py's own list), and
 # for a finished run, which ran to its max_steps, those but max_steps (a longer one resumes it)

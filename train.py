@@ -20,18 +20,18 @@ import os
 import sys
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 
 import torch
 
 import checkpoint
 import data
 import distributed as ddp
+import precision
 import reward
 from advantage import compute_advantages
 from checks import check_config, check_model, memory_help
 from evaluate import evaluate_splits
-from loss import aggregate, kl_penalty, policy_gradient
+from loss import aggregate, is_weights, kl_penalty, mismatch, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
 from report import Reporter, config_lines, console_line, eval_line, nonfinite, say
 from rollout import cat, completions, generate, prompt_generators
@@ -43,7 +43,8 @@ init_from = "assets/tiny-arith"  # base policy: HF-format directory or hub id; "
 overwrite = False  # a fresh run may replace the run already in out_dir (else it stops with an error)
 seed = 0  # seeds data order, sampling and everything else
 device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
-dtype = "float32"  # float32 | bfloat16 (autocast, GPU)
+dtype = "float32"  # float32 | bfloat16 | float16 (autocast; float16 with a dynamic loss scale: precision.py)
+sampler_dtype = ""  # the sampler's, if not dtype ("" = dtype): makes the sampler/trainer gap on purpose
 num_threads = 1  # torch CPU threads; 1 is steadier on small shared machines
 max_steps = 600  # training steps
 eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
@@ -89,6 +90,8 @@ kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
 kl_clamp = 0.0  # clamp each token's KL estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl: 10); 0 = off
 kl_in_reward = False  # True: subtract kl_coef * sequence KL from the reward instead of adding it to the loss
 entropy_coef = 0.0  # entropy bonus weight (entropy is logged either way)
+is_correction = "none"  # none (the paper) | tis | mis: correct the sampler/trainer gap (loss.is_weights)
+is_cap = 2.0  # C: tis caps each token's weight at C; mis drops responses whose mean ratio is outside [1/C, C]
 # optimizer
 learning_rate = 1e-4  # AdamW peak learning rate
 lr_schedule = "constant"  # constant | cosine (linear warmup, cosine decay to min_lr_ratio)
@@ -140,6 +143,7 @@ def main():
         if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scaler = precision.grad_scaler(device, dtype)  # float16's dynamic loss scale (disabled otherwise)
     if resume:
         checkpoint.check_optimizer(state["optimizer"], opt, path)  # before anything is changed
         opt.load_state_dict(state["optimizer"])
@@ -179,7 +183,7 @@ def main():
         t1 = time.time()
         # -- 5-6. loss -> optimizer step (update)
         trained = int(ddp.all_sum(rows["tokens"].size(0)))
-        stats = update(model, ref, opt, rows) if trained else {}
+        stats = update(model, ref, opt, rows, scaler) if trained else {}
         t2 = time.time()
         bad_steps = bad_steps + 1 if stats.get("skipped") else 0
         why = stats.get("skipped") and nonfinite(rows["old_logprobs"], rows["mask"], stats["loss"])
@@ -231,7 +235,7 @@ def sample_step(policy, ref, tok, problems, draw, state):
 
     # rollouts: n responses per prompt from the current policy, each prompt with its own seeded generator
     generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or per_rank
-    with autocast():
+    with autocast(sampler_dtype):
         rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens,
                                 temperature=temperature, top_k=top_k, top_p=top_p, eos_id=data.stop_ids(tok),
                                 generator=generators[i:i + chunk]) for i in range(0, per_rank, chunk)])
@@ -286,16 +290,19 @@ def sample_step(policy, ref, tok, problems, draw, state):
     return rows, metrics, examples
 
 
-def update(model, ref, opt, rows):
-    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns the stats averaged over
-    optimizer steps. model: the policy, DDP-wrapped under torchrun (distributed.py keeps the ranks in step)."""
-    policy = getattr(model, "module", model)
+def update(model, ref, opt, rows, scaler=None):
+    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns the stats averaged over optimizer
+    steps. model: the policy, DDP-wrapped under torchrun (distributed.py); scaler: fp16's loss scale (precision.py)."""
+    policy, scaler = getattr(model, "module", model), scaler or precision.grad_scaler(device, dtype)
     n_rows = rows["tokens"].size(0)
     minibatch_ids = ddp.minibatch_rows(rows.pop("order"), minibatches, n_rows)  # this rank's rows of each
     rows = ddp.with_padding_row(rows)
     masks = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N+1, T) trained tokens
     on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
-    totals, n_steps, bad = defaultdict(float), 0, 0
+    # pi_old (N+1, T): the trainer's log-probs before any step (on-policy: the update's forward fills it; as verl)
+    pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
+        precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, autocast)
+    totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0
     for _ in range(ppo_epochs):
         for mb in minibatch_ids:
             # normalizers of the whole minibatch (all micro-batches, all ranks), so the pieces add up to its loss
@@ -310,11 +317,15 @@ def update(model, ref, opt, rows):
                     logprobs, entropy = token_logprobs(model, tokens, valid, mask, temperature,
                                                        entropy_grad=entropy_coef > 0)  # (n, T) each
                 advantages = rows["advantages"][ids, None].expand_as(logprobs)  # one per response, on all its tokens
-                old_logprobs = rows["old_logprobs"][ids][:, cols]
-                pg, st = policy_gradient(logprobs, None if on_policy else old_logprobs, advantages, mask,
+                old_logprobs = rows["old_logprobs"][ids][:, cols]  # the sampler's
+                if on_policy:
+                    pi_old[ids, cols] = logprobs.detach()
+                # the sampler/trainer gap's correction (loss.is_weights); PPO's ratio is against pi_old (verl, TRL)
+                weights = is_weights(pi_old[ids][:, cols], old_logprobs, mask, kind=is_correction, cap=is_cap)
+                pg, st = policy_gradient(logprobs, None if on_policy else pi_old[ids][:, cols], advantages, mask,
                                          kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
                                          clip_high=clip_high, dual_clip=dual_clip)
-                loss = aggregate(pg, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
+                loss = aggregate(weights * pg, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
                 if entropy_coef > 0:  # entropy bonus (A3C-style): keeps the policy from collapsing early
                     loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
                 if kl_coef > 0:  # KL to the frozen initial policy (GRPO; the paper: k3, 0.001, clamped to 10)
@@ -325,29 +336,31 @@ def update(model, ref, opt, rows):
                     totals["kl"] += kl.item()
                     if not kl_in_reward:
                         loss = loss + kl_coef * kl
-                ddp.backward(model, loss, last=i == len(micro) - 1)
+                ddp.backward(model, scaler.scale(loss), last=i == len(micro) - 1)
                 with torch.no_grad():  # how far the sampler's log-probs are from the policy's: ~1 on-policy
                     ratio = torch.exp(logprobs - old_logprobs)
                     totals["ratio"] += torch.where(mask, ratio, 0.0).sum().item() / n_tokens
                     totals["entropy"] += torch.where(mask, entropy, 0.0).sum().item() / n_tokens
                 totals["loss"] += loss.item()
                 totals["clipfrac"] += st["clipfrac"] / n_tokens
-            # the optimizer step; a non-finite loss or gradient skips it rather than poison the weights
-            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-            if torch.isfinite(norm):
-                opt.step()
-                totals["grad_norm"] += norm.item()
-            else:
-                bad += 1
+            # the optimizer step, skipped on a non-finite gradient (float16: bad only once the scaler gives up)
+            norm, stepped, gave_up = precision.optimizer_step(opt, scaler, policy.parameters(), grad_clip)
+            totals["grad_norm"] += norm.item() if stepped else 0.0
+            skipped, bad = skipped + (not stepped), bad + gave_up
             opt.zero_grad(set_to_none=True)
             n_steps += 1
     stats = {k: ddp.all_sum(v) / n_steps for k, v in totals.items() if k != "grad_norm"}
-    return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - bad), skipped=bad)
+    gap, n_tokens = mismatch(pi_old, rows["old_logprobs"], masks), max(ddp.all_sum(masks.sum().item()), 1.0)
+    stats.update(mismatch_kl=ddp.all_sum(gap["kl"]) / n_tokens, mismatch_frac=ddp.all_sum(gap["out"]) / n_tokens,
+                 mismatch_max=max(ddp.gather_objects([gap["max"]])))
+    if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
+        stats.update(loss_scale=scaler.get_scale(), overflows=skipped - bad)
+    return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - skipped), skipped=bad)
 
 
 def run_eval(policy, tok, eval_sets, step):
     """evaluate.evaluate_splits with this run's sampling settings: (log entries, samples)."""
-    with autocast():
+    with autocast(sampler_dtype):  # evaluation samples as the sampler does
         return evaluate_splits(policy, tok, task, eval_sets, step, seed, n=eval_samples, keep=log_samples,
                                grader=grader, temperature=temperature, max_new_tokens=max_new_tokens,
                                batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict)
@@ -362,10 +375,9 @@ def lr_at(step):
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def autocast():
-    """bf16 autocast when dtype is bfloat16 (on CUDA with flash-attn installed, the FlashAttention paths)."""
-    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if dtype == "bfloat16" \
-        else nullcontext()
+def autocast(precision_of=""):
+    """The trainer's autocast (dtype) or the sampler's (sampler_dtype; "" = dtype): precision.py."""
+    return precision.autocast(device, precision_of or dtype)
 
 
 DEFAULTS = {k: globals()[k] for k in config_keys}

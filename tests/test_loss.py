@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from loss import aggregate, kl_penalty, policy_gradient
+from loss import aggregate, is_weights, kl_penalty, mismatch, policy_gradient
 
 # a crafted batch: 2 responses, 4 positions; response 0 has 3 trained tokens, response 1 has 1
 X = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
@@ -135,3 +135,62 @@ def test_masked_positions_reach_neither_the_loss_nor_the_gradient(kind, level, b
     loss = aggregate(pg, M, "token_mean", 4, 2, 8)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+# -----------------------------------------------------------------------------
+# the sampler/trainer gap: its measure and its corrections (TIS, MIS)
+
+def test_mismatch_by_hand():
+    """k3 KL(sampler || trainer) per token, the tokens whose ratio is outside [1/1.1, 1.1], the largest sequence
+    log-ratio; the padding position (ratio 100) counts nowhere."""
+    sampler = torch.zeros(2, 3)
+    trainer = torch.log(torch.tensor([[1.2, 1.0, 0.5], [1.05, 100.0, 1.0]]))
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    m = mismatch(trainer, sampler, mask)
+    k3 = lambda r: r - 1 - math.log(r)  # Schulman's k3 with r = pi_trainer / pi_sampler
+    assert m["kl"] == pytest.approx(k3(1.2) + k3(1.0) + k3(0.5) + k3(1.05), rel=1e-6)
+    assert m["out"] == 2  # 1.2 and 0.5; 1.05 is inside the band
+    assert m["max"] == pytest.approx(abs(math.log(1.2 * 0.5)), rel=1e-6)  # |log 0.6| > |log 1.05|
+
+
+def test_mismatch_is_exactly_zero_when_sampler_and_trainer_agree():
+    lp = torch.log(torch.rand(3, 5, generator=torch.Generator().manual_seed(0)))
+    assert mismatch(lp, lp.clone(), torch.ones(3, 5, dtype=torch.bool)) == dict(kl=0.0, out=0, max=0.0)
+
+
+def test_tis_weight_is_the_ratio_truncated_at_the_cap_and_detached():
+    sampler = torch.zeros(1, 4)
+    trainer = torch.log(torch.tensor([[2.0, 0.5, 4.0, 9.0]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = is_weights(trainer, sampler, mask, kind="tis", cap=3.0)
+    torch.testing.assert_close(w[0, :3], torch.tensor([2.0, 0.5, 3.0]))  # min(pi_trainer / pi_sampler, C)
+    assert not w.requires_grad  # a weight, not a term the gradient flows through
+    torch.testing.assert_close(is_weights(trainer, sampler, mask, kind="none"), torch.ones(1, 4))
+
+
+def test_mis_drops_whole_responses_whose_geometric_mean_ratio_is_outside_the_band():
+    # response 0: ratios 2 and 0.5 -> geometric mean 1: kept, though each token is outside [1/1.5, 1.5];
+    # response 1: ratios 2 and 2 -> 2 > 1.5: dropped; response 2: one token at 1/1.6 < 1/1.5: dropped;
+    # response 3: 1.4 and 1.0 (and a padding position at 50) -> sqrt(1.4) = 1.18: kept
+    sampler = torch.zeros(4, 3)
+    trainer = torch.log(torch.tensor([[2.0, 0.5, 1.0], [2.0, 2.0, 1.0], [1 / 1.6, 1.0, 1.0], [1.4, 1.0, 50.0]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    w = is_weights(trainer, sampler, mask, kind="mis", cap=1.5)
+    torch.testing.assert_close(w, torch.tensor([[1.0], [0.0], [0.0], [1.0]]).expand(4, 3))
+
+
+def test_tis_on_policy_is_reinforce_reweighted_and_multiplies_the_clipped_ppo_loss():
+    """On-policy pi_old is the policy itself: w * (-A log pi) has gradient -w A / n_tokens. Off-policy the weight
+    multiplies PPO's clipped loss, whose ratio is against pi_old (verl, TRL): a token PPO clips stays clipped."""
+    sampler = torch.log(torch.tensor([[0.5, 0.4, 0.3]]))
+    logprobs = torch.log(torch.tensor([[0.6, 0.2, 0.3]])).requires_grad_()
+    mask, adv = torch.ones(1, 3), torch.tensor([[1.0, 1.0, -1.0]])
+    w = is_weights(logprobs.detach(), sampler, mask, kind="tis", cap=2.0)  # [1.2, 0.5, 1.0]
+    pg, _ = policy_gradient(logprobs, None, adv, mask)
+    aggregate(w * pg, mask, "token_mean", 3, 1, 8).backward()
+    torch.testing.assert_close(logprobs.grad, -torch.tensor([[1.2, 0.5, 1.0]]) * adv / 3)
+    pi_old = torch.log(torch.tensor([[0.4, 0.2, 0.3]]))  # token 0's ratio to pi_old is 1.5: clipped at 1.2 (A > 0)
+    pg, st = policy_gradient(logprobs, pi_old, adv, mask)
+    w = is_weights(pi_old, sampler, mask, kind="tis", cap=2.0)  # [0.8, 0.5, 1.0]
+    torch.testing.assert_close(w * pg, torch.tensor([[-0.8 * 1.2, -0.5 * 1.0, 1.0 * 1.0]]))
+    assert st["clipfrac"] == 1

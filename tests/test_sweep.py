@@ -293,7 +293,22 @@ def test_gspo_and_cispo_are_compared_with_ppo_at_the_same_updates_per_step():
 def test_cpu_steps_cut_only_expensive_entries_and_end_on_an_eval_of_the_150_step_runs():
     for name, steps in sweep.CPU_STEPS.items():
         c = settings(name, sweep.PIPELINES["all"][name])
+        if name in sweep.PIPELINES["precision"]:  # cheap batches but slow CPU autocast; cut all alike, fp32 too
+            assert steps == sweep.CPU_STEPS["fp32"] and c["eval_interval"] == steps // 5
+            continue
         assert c["batch_size"] * c["rollouts"] > 256 and steps % 25 == 0 and c["eval_interval"] == steps // 5
+
+
+def test_precision_changes_only_the_precision_and_the_correction_and_pairs_tis_and_mis_with_the_bare_gap():
+    entries = sweep.PIPELINES["precision"]
+    fp32 = settings("fp32", entries["fp32"])
+    assert (fp32["dtype"], fp32["sampler_dtype"], fp32["is_correction"]) == ("float32", "", "none")
+    # the minimal baseline, run for the CPU cut's steps
+    assert changed(fp32, settings("minimal", ["config/minimal.py"])) == {"max_steps", "eval_interval"}
+    want = dict(bf16_sampler={"sampler_dtype"}, bf16_sampler_tis={"sampler_dtype", "is_correction"},
+                bf16_sampler_mis={"sampler_dtype", "is_correction"}, bf16={"dtype"}, fp16={"dtype"})
+    assert {name: changed(settings(name, cfg), fp32) for name, cfg in entries.items() if name != "fp32"} == want
+    assert sweep.REFERENCES["precision"] == dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler")
 
 
 def test_the_cpu_cut_and_pipeline_json_as_train_py_sees_them(tmp_path, monkeypatch):

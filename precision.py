@@ -1,0 +1,66 @@
+"""
+Numeric precision as a design choice: the autocast context the sampler and the trainer each run under, and the
+optimizer step that fp16 needs (a dynamic loss scale). Weights and optimizer state stay float32 in every mode
+(mixed precision: Micikevicius et al. 2018); only the matmuls' inputs and outputs are cast.
+
+    float32    no autocast: the sampler and the trainer agree up to fp32 rounding (the update is on-policy)
+    bfloat16   autocast bf16: fp32's range, 8 bits of mantissa; no scaler needed (verl's and the paper's default)
+    float16    autocast fp16: 11 bits of mantissa but a small range, so the loss is scaled up before backward and
+               the gradients down after it; a step whose scaled gradients overflowed is skipped and the scale
+               halved (torch.amp.GradScaler; Precision-RL, Qi et al. 2025, and oat's --fp16 use fp16 so that
+               sampler and trainer disagree less)
+
+A sampler in another precision than the trainer (sampler_dtype) reproduces the sampler/trainer gap of an
+inference engine on purpose; loss.mismatch measures it and loss.is_weights corrects it.
+CPU autocast does bf16 and fp16 too (slowly: the tiny model's update runs 4-10x slower than in fp32 on a CPU).
+"""
+from contextlib import nullcontext
+
+import torch
+
+import distributed as ddp
+from model import token_logprobs
+
+DTYPES = ("float32", "bfloat16", "float16")
+MIN_SCALE = 1.0  # below this fp16 loss scale even the unscaled gradients overflow: the scaler has given up
+
+
+def autocast(device, dtype):
+    """The context a forward runs under: autocast to dtype on device's kind (cpu, cuda), or none for float32."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+
+
+def grad_scaler(device, dtype):
+    """A dynamic loss scaler for float16 (initial scale 2^16, halved after an overflow, doubled after 2000 clean
+    steps: torch's defaults); for the other dtypes a disabled one, whose scale() and unscale_() do nothing."""
+    return torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+
+
+def optimizer_step(opt, scaler, parameters, grad_clip):
+    """Unscale the gradients, clip them, step, and let the scaler adapt. Returns (grad norm: a 0-dim tensor,
+    stepped: whether the optimizer stepped, gave_up: whether the step counts as bad). A non-finite gradient
+    norm skips the step: with fp16 that is the scaler's overflow check, and the skip is bad only once the scale
+    has fallen below MIN_SCALE; without fp16 it is a diverged loss, bad at once (train.py's max_bad_steps)."""
+    scaler.unscale_(opt)  # the true gradients, so the clip and the logged norm do not depend on the scale
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip if grad_clip > 0 else float("inf"))
+    stepped = bool(torch.isfinite(norm))
+    if stepped:
+        scaler.step(opt)  # = opt.step(): the scaler found no inf either
+    if not scaler.is_enabled():
+        return norm, stepped, not stepped
+    scaler.update()  # fp16: halve the scale after an overflow, grow it after a run of clean steps
+    return norm, stepped, not stepped and scaler.get_scale() < MIN_SCALE
+
+
+def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, autocast):
+    """The trainer's log-probs (N, T) of every row's trained tokens (masks (N, T)) before the update changes the
+    policy: pi_old, for measuring the sampler/trainer gap and correcting it when the update goes off-policy (more
+    than one minibatch or epoch). rows: the update's dict of (N, T) tensors; autocast(): the trainer's context."""
+    out = torch.zeros_like(rows["old_logprobs"])
+    for ids, cols in ddp.micro_batches(torch.arange(len(out), device=out.device), rows["valid"], micro_batch_size):
+        with torch.no_grad(), autocast():
+            out[ids, cols] = token_logprobs(policy, rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols],
+                                            masks[ids][:, cols], temperature)[0]
+    return out
