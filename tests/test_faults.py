@@ -34,7 +34,10 @@ def one_error(err):
     """The `error: ...` line of a stderr: the only one, the last line, at the start of its line (a progress bar
     before it ended its line), and no traceback anywhere."""
     assert "Traceback" not in err, err
-    lines = [line for line in err.split("\n") if line.strip()]  # not splitlines: a bar's \r is no line break
+    # not splitlines: a bar's \r is no line break, unless the bar blanked its line first (tqdm's leave=False
+    # writes spaces then \r), so what follows starts at column 0 of a clear line
+    lines = [line.rsplit("\r", 1)[1] if "\r" in line and not line.rsplit("\r", 2)[-2].strip() else line
+             for line in err.split("\n") if line.strip()]
     errors = [line for line in lines if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith("error: ") and errors[0] == lines[-1], err
     return errors[0]
