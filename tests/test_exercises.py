@@ -393,3 +393,15 @@ def test_check_all_prints_a_table_to_grade_from_and_json(monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert (out["passed"], out["total"]) == (1, 2) and out["exercises"][0]["blocked_by"] == ["rope"]
     assert out["exercises"][1]["first_failure"] == dict(test="t::a", error="TypeError", at="loss.py:32")
+
+
+def test_a_run_that_reaches_a_stripped_exercise_ends_with_its_one_line(tmp_path):
+    """train.py in a copy whose pass_at_k is still to write stops at the step-0 evaluation with the exercise's
+    own message as one `error:` line, exit 2, not a traceback (configurator.quiet_interrupt)."""
+    copy = tmp_path / "copy"
+    exercises.strip(["pass_at_k"], str(copy))
+    p = subprocess.run([sys.executable, "train.py", "--max_steps=1", "--eval_problems=4",
+                        f"--out_dir={tmp_path / 'run'}"], cwd=copy, capture_output=True, text=True, env=ENV,
+                       timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.splitlines()[-1].startswith("error: exercise pass_at_k: "), p.stderr[-2000:]

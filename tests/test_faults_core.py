@@ -202,6 +202,18 @@ def test_a_run_whose_stdout_pipe_closes_goes_on(tmp_path):
     assert "warning: stdout was closed" in err and log_steps(tmp_path) == [0, 1, 2]
 
 
+
+def test_a_listing_whose_reader_closes_the_pipe_ends_quietly():
+    """`python exercises.py list | head -c 0`: the reader has gone (its end is closed before the program writes,
+    so the write surely fails), and the program ends without a BrokenPipeError traceback or Python's "Exception
+    ignored" note (configurator.quiet_interrupt, as for every entry point)."""
+    read, write = os.pipe()
+    os.close(read)
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "exercises.py"), "list"], env=ENV, cwd=ROOT,
+                       stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write)
+    assert p.returncode == 1 and p.stderr == "", p.stderr
+
 # -----------------------------------------------------------------------------
 # 4. evaluate.py: the output is writable before the evaluation, and a failed write keeps an earlier result
 
