@@ -260,11 +260,11 @@ def model_dir(path):
     return found[0]
 
 
-def check_optimizer(saved, opt, path):
-    """The optimizer state of a checkpoint's train_state.pt fits the optimizer `opt` of the policy: its groups of
-    parameters, moments of each parameter's shape. Checked before a resume changes anything: a train state that
-    belongs to another model fails in load_state_dict, or (same tensor count, other shapes) in the first
-    opt.step(), after log.jsonl was cut."""
+def load_optimizer(opt, saved, path):
+    """Load a checkpoint's optimizer state (read to the CPU; AdamW moves it to its parameters' device) into `opt`,
+    once it is checked to fit the policy: its groups of parameters, moments of each parameter's shape. Checked
+    before a resume changes anything: a train state that belongs to another model fails in load_state_dict, or
+    (same tensor count, other shapes) in the first opt.step(), after log.jsonl was cut."""
     sizes = [len(group["params"]) for group in opt.param_groups]
     shapes = [tuple(p.shape) for group in opt.param_groups for p in group["params"]]
     try:
@@ -283,6 +283,7 @@ def check_optimizer(saved, opt, path):
         die(f"{path}/train_state.pt holds the optimizer state of another model ({why}): the checkpoint's weights "
             f"and train state do not belong together; resume from a whole checkpoint of this run, or start it over "
             f"with --overwrite=True")
+    opt.load_state_dict(saved)
 
 
 def check_resume(saved, now):

@@ -343,7 +343,7 @@ def memory_help(c):
     prompts = c["eval_batch_size"] or have and eval_batch_fit(cfg, c, device, seq_len, c["eval_samples"], have, True)
     phases = memory_terms(cfg, c, device, seq_len, 1, prompts, c["eval_samples"])
     need, peak = estimate(phases)
-    lines = [f"\n\n# memory (checks.py: the estimate train.py checks before it loads the model; GiB)",
+    lines = ["\n\n# memory (checks.py: the estimate train.py checks before it loads the model; GiB)",
              f"{c['init_from']} ({source}), prompts of {c['max_prompt_tokens']} + {c['max_new_tokens']} tokens, "
              f"device {device}" + (", eval_batch_size auto: " + (f"{prompts} prompts" if have else "sized on the GPU")
                                    if not c["eval_batch_size"] else "")]

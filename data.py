@@ -215,6 +215,19 @@ TRAINED_SUBSET = 64  # a training subset this small (the multi-armed bandit view
 TRAINED_SAMPLES = 16  # with this many responses per problem, so that one problem still gives a curve
 
 
+def task_sets(tok, task, data_path, max_prompt_tokens, train_problems, eval_problems, seed, verbose=True):
+    """A run's problems: (problems: what RL trains on, eval_sets: {split: problems} each evaluation scores (whole
+    splits unless eval_problems > 0; a small trained subset also on its own, as "trained": how well the
+    multi-armed bandit learned its arms), longest: the longest prompt of either split in tokens)."""
+    train, test = (fit_prompts(tok, task, load_split(task, s, data_path), s, max_prompt_tokens, verbose)
+                   for s in ("train", "test"))
+    problems = train_subset(train, train_problems, seed)
+    eval_sets = dict(train=train[:eval_problems or None], test=test[:eval_problems or None])
+    if 0 < train_problems <= TRAINED_SUBSET:
+        eval_sets["trained"] = problems
+    return problems, eval_sets, max(len(encode_prompt(tok, task, p)) for p in train + test)
+
+
 def train_subset(problems, n, seed):
     """The first n problems of a seeded permutation of `problems`; n = 0: all of them, in their order.
     It depends on nothing but its arguments, and a larger n only adds problems (the subsets for growing n

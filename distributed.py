@@ -42,6 +42,16 @@ def setup(device):
     return device
 
 
+def peak_memory(device):
+    """{"peak_mem_gib": the GPU memory peak since the last call} on a GPU (for sizing micro_batch_size and
+    sample_batch_size), {} on a CPU."""
+    if not device.startswith("cuda"):
+        return {}
+    peak = torch.cuda.max_memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return dict(peak_mem_gib=round(peak / 2 ** 30, 2))
+
+
 def teardown():
     """End of a successful run, on every rank: wait for the other ranks, then leave the process group.
     Without the barrier a rank could die at exit (SIGABRT, "terminate called without an active exception"):

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 import torch
 
 import distributed as ddp
+from loss import mismatch
 from model import token_logprobs
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -64,3 +65,11 @@ def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, autocas
             out[ids, cols] = token_logprobs(policy, rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols],
                                             masks[ids][:, cols], temperature)[0]
     return out
+
+
+def gap_stats(pi_old, sampler_logprobs, masks):
+    """The sampler/trainer gap of a step's rows, over all ranks' tokens (loss.mismatch): mismatch_kl (k3 per
+    token), mismatch_frac (token ratios outside the band) and mismatch_max (largest sequence log-ratio)."""
+    gap, n_tokens = mismatch(pi_old, sampler_logprobs, masks), max(ddp.all_sum(masks.sum().item()), 1.0)
+    return dict(mismatch_kl=ddp.all_sum(gap["kl"]) / n_tokens, mismatch_frac=ddp.all_sum(gap["out"]) / n_tokens,
+                mismatch_max=max(ddp.gather_objects([gap["max"]])))

@@ -39,8 +39,7 @@ def eval_line(line):
 class Reporter:
     """Holds the open log files (and the wandb run) of rank 0; every method is a no-op on other ranks."""
 
-    def __init__(self, out_dir, resume_step, config, state, active, wandb_log=False, wandb_project="nanorft",
-                 wandb_run_name=""):
+    def __init__(self, out_dir, resume_step, config, state, active):
         self.active, self.wandb = active, None
         if not active:
             return
@@ -65,13 +64,14 @@ class Reporter:
         # unbuffered: each line is on disk when write() returns, so a kill loses no finished step, and a full
         # disk fails in write() itself, not again in a flush at exit
         self.log, self.samples = open(log_path, "ab", buffering=0), open(samples_path, "ab", buffering=0)
-        if wandb_log:  # optional dependency, imported only when asked for
+        if config.get("wandb_log"):  # optional dependency, imported only when asked for
             try:
                 import wandb
             except ImportError:
                 die("wandb_log=True needs wandb: pip install wandb (WANDB_MODE=offline runs without an account)")
             state.setdefault("wandb_id", secrets.token_hex(4))  # kept in the checkpoint: a resume continues the run
-            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
+            self.wandb = wandb.init(project=config["wandb_project"], name=config["wandb_run_name"] or
+                                    os.path.basename(out_dir),
                                     id=state["wandb_id"], resume="allow", config=config, dir=out_dir)
 
     def write(self, line, samples=()):
@@ -108,6 +108,15 @@ class Reporter:
                 self.wandb.finish()
 
 
+def rollout_examples(problems, ids, n, texts, answers, finished, correct, k):
+    """The first k training responses of rank 0 (whose prompts come first) as samples.jsonl records: problem ids
+    (B,), n responses per prompt, prompt-major texts/answers/finished (B * n,), correct {grader: (B, n)}."""
+    return [dict(index=ids[j // n], sample=j % n, prompt=problems[ids[j // n]]["prompt"], response=texts[j],
+                 answer=answers[j], finished=bool(finished[j]),
+                 **{f"reward_{g}": c[j // n, j % n].item() for g, c in correct.items()})
+            for j in range(min(k, len(texts)))]
+
+
 def append(f, text):
     """Write all of text to the unbuffered binary file f (a write may take only part of it, as a disk fills)."""
     data = text.encode()
@@ -115,12 +124,24 @@ def append(f, text):
         data = data[f.write(data):]
 
 
-def nonfinite(old_logprobs, mask, loss):
-    """What a skipped step found non-finite first: the log-probs of the sampled tokens (the policy's logits /
-    temperature at sampling), the loss, or only the gradient. old_logprobs, mask: (N, T); loss: the step's."""
-    if not torch.isfinite(old_logprobs[mask]).all():
-        return "log-prob at sampling (the policy's logits / temperature)"
-    return "loss" if not math.isfinite(loss) else "gradient"
+def bad_step(step, stats, rows, bad_steps, max_bad_steps, active):
+    """After a step whose optimizer step(s) were skipped (stats["skipped"]): a warning naming what was non-finite
+    first: the log-probs of the sampled tokens (the policy's logits / temperature at sampling), the loss, or only
+    the gradient. The bad_steps-th such step in a row (>= max_bad_steps) stops the run: resuming would repeat it,
+    so the run's settings are at fault. rows: the step's (N, T) old_logprobs and mask."""
+    if not stats.get("skipped"):
+        return
+    if not torch.isfinite(rows["old_logprobs"][rows["mask"]]).all():
+        why = "log-prob at sampling (the policy's logits / temperature)"
+    else:
+        why = "loss" if not math.isfinite(stats["loss"]) else "gradient"
+    if active:
+        from tqdm import tqdm
+        tqdm.write(f"warning: step {step}: non-finite {why}, skipped {stats['skipped']} optimizer step(s)",
+                   file=sys.stderr)
+    if bad_steps >= max_bad_steps:
+        die(f"{bad_steps} steps in a row had a non-finite {why}; stopping: start a new run with a lower "
+            f"learning_rate (another out_dir, or --overwrite=True)")
 
 
 def say(msg):

@@ -31,9 +31,9 @@ import reward
 from advantage import compute_advantages
 from checks import check_config, check_model, memory_help
 from evaluate import evaluate_splits
-from loss import aggregate, is_weights, kl_penalty, mismatch, policy_gradient
+from loss import aggregate, is_weights, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
-from report import Reporter, config_lines, console_line, eval_line, nonfinite, say
+from report import Reporter, config_lines, console_line, eval_line, bad_step, rollout_examples, say
 from rollout import cat, completions, generate, prompt_generators
 
 # -----------------------------------------------------------------------------
@@ -127,13 +127,8 @@ def main():
         path = resolve(init_from)
         state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={}, solved=[], regret=0)
     tok = load_tokenizer(path)
-    train_split, test_split = (data.fit_prompts(tok, task, data.load_split(task, s, data_path), s, max_prompt_tokens,
-                                                verbose=main_rank) for s in ("train", "test"))
-    problems = data.train_subset(train_split, train_problems, seed)  # what RL trains on; evaluation: whole splits
-    eval_sets = dict(train=train_split[:eval_problems or None], test=test_split[:eval_problems or None])
-    if 0 < train_problems <= data.TRAINED_SUBSET:  # few problems (the multi-armed bandit): how well it learned those
-        eval_sets["trained"] = problems
-    longest_prompt = max(len(data.encode_prompt(tok, task, p)) for p in train_split + test_split)
+    problems, eval_sets, longest_prompt = data.task_sets(tok, task, data_path, max_prompt_tokens, train_problems,
+                                                         eval_problems, seed, verbose=main_rank)
     eval_batch_size = check_model(path, config, ddp.world, device, longest_prompt, max(map(len, eval_sets.values())))
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
@@ -145,13 +140,11 @@ def main():
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
     scaler = precision.grad_scaler(device, dtype)  # float16's dynamic loss scale (disabled otherwise)
     if resume:
-        checkpoint.check_optimizer(state["optimizer"], opt, path)  # before anything is changed
-        opt.load_state_dict(state["optimizer"])
+        checkpoint.load_optimizer(opt, state["optimizer"], path)  # checked against the model before anything changes
     state["config"] = config
     if overwrite and not resume and main_rank:
         checkpoint.clear_run(out_dir)
-    report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank, wandb_log=wandb_log,
-                      wandb_project=wandb_project, wandb_run_name=wandb_run_name)
+    report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank)  # (and wandb's run)
     if main_rank:
         say(config_lines(config, DEFAULTS, out_dir))
     if not resume:
@@ -185,23 +178,14 @@ def main():
         trained = int(ddp.all_sum(rows["tokens"].size(0)))
         stats = update(model, ref, opt, rows, scaler) if trained else {}
         t2 = time.time()
-        bad_steps = bad_steps + 1 if stats.get("skipped") else 0
-        why = stats.get("skipped") and nonfinite(rows["old_logprobs"], rows["mask"], stats["loss"])
-        if why and main_rank:
-            bar.write(f"warning: step {step}: non-finite {why}, skipped {stats['skipped']} optimizer step(s)",
-                      file=sys.stderr)
-        if bad_steps >= max_bad_steps:  # resuming would repeat them: the run's settings are at fault
-            die(f"{bad_steps} steps in a row had a non-finite {why}; stopping: start a new run with a lower "
-                f"learning_rate (another out_dir, or --overwrite=True)")
+        bad_steps = bad_steps + 1 if stats.get("skipped") else 0  # a non-finite loss or gradient skips the step
+        bad_step(step, stats, rows, bad_steps, max_bad_steps, main_rank)  # says what; max_bad_steps in a row stop
         # -- 7. log; every eval_interval steps: evaluate, then checkpoint
         tokens = metrics.pop("tokens")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
                     **metrics, coverage=len(state["solved"]) / len(problems), regret=state["regret"], **stats,
                     trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
-                    tokens_per_s=round(tokens / max(t1 - t0, 1e-9), 1))
-        if device.startswith("cuda"):  # the step's peak, for sizing micro_batch_size and sample_batch_size
-            line["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-            torch.cuda.reset_peak_memory_stats(device)
+                    tokens_per_s=round(tokens / max(t1 - t0, 1e-9), 1), **ddp.peak_memory(device))
         samples = [dict(split="rollout", **s) for s in shown]
         if main_rank and step % log_interval == 0:
             say(console_line(line))
@@ -283,10 +267,8 @@ def sample_step(policy, ref, tok, problems, draw, state):
                    tokens=int(ddp.all_sum(lengths.sum().item())))
     if n > 1:  # a group of one always "agrees with itself": no information
         metrics["zero_var_frac"] = zero_var.float().mean().item()
-    examples = [dict(index=ids[mine.start + j // n], sample=j % n, prompt=problems[ids[mine.start + j // n]]["prompt"],
-                     response=texts[j], answer=answers[j], finished=bool(rollout.finished[j]),
-                     **{f"reward_{g}": c[mine.start + j // n, j % n].item() for g, c in correct.items()})
-                for j in range(min(log_rollouts, len(texts)))] if ddp.rank == 0 else []
+    examples = rollout_examples(problems, ids, n, texts, answers, rollout.finished, correct, log_rollouts) \
+        if ddp.rank == 0 else []
     return rows, metrics, examples
 
 
@@ -350,9 +332,7 @@ def update(model, ref, opt, rows, scaler=None):
             opt.zero_grad(set_to_none=True)
             n_steps += 1
     stats = {k: ddp.all_sum(v) / n_steps for k, v in totals.items() if k != "grad_norm"}
-    gap, n_tokens = mismatch(pi_old, rows["old_logprobs"], masks), max(ddp.all_sum(masks.sum().item()), 1.0)
-    stats.update(mismatch_kl=ddp.all_sum(gap["kl"]) / n_tokens, mismatch_frac=ddp.all_sum(gap["out"]) / n_tokens,
-                 mismatch_max=max(ddp.gather_objects([gap["max"]])))
+    stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], masks))  # the sampler/trainer gap (loss.mismatch)
     if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
         stats.update(loss_scale=scaler.get_scale(), overflows=skipped - bad)
     return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - skipped), skipped=bad)

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
 import torch
@@ -312,7 +311,7 @@ def test_a_wrong_answer_fails_its_check_with_the_assertion_shown(name, solution,
     result = exercises.verdict(ex, stripped_runs["wrong", name])
     first = result["first"]
     assert result["status"] == status and first is not None, f"{wrong!r} in exercise {name}: {result}"
-    assert f"\n>  " in first["text"] and first["test"] in result["summary"]  # the failing line, marked by pytest
+    assert "\n>  " in first["text"] and first["test"] in result["summary"]  # the failing line, marked by pytest
     if status == "WRONG":  # the assertion, in full with its values
         assert first["error"] == "AssertionError" and "\nE  " in first["text"], first["text"]
     else:  # the student's own line, not torch's
