@@ -8,5 +8,5 @@
 include("paper.py")
 init_from = "allenai/OLMo-2-0425-1B-Instruct"
 task = "math_full"
-grad_checkpointing = True  # forward+backward peak 25 GiB instead of 55 (README, GPU memory): fits a 40 GB GPU
+grad_checkpointing = True  # memory estimate 39.2 GiB, not 63.8 (--help): 80 GB GPU (40: at its edge)
 sample_batch_size = 8  # prompts per sampler call: OLMo-2 has no GQA, so its KV cache is 4x Llama-3.2-1B's
