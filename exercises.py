@@ -220,17 +220,25 @@ def strip(names, out, root=ROOT):
         for ex in todo:  # its code lines without their comments, spaces collapsed
             solutions[ex.name] = (ex.what, [" ".join(line.split(" # ")[0].split())
                                             for line in text.splitlines()[ex.body:ex.end]])
-    for f in repo_files(root):
-        dst = os.path.join(out, f)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if f.endswith(".md"):
-            with open(os.path.join(root, f), encoding="utf-8") as fh:
-                texts[f] = hide_solutions(fh.read(), solutions)
-        if f in texts:
-            with open(dst, "w", encoding="utf-8") as fh:
-                fh.write(texts[f])
-        else:
-            shutil.copy2(os.path.join(root, f), dst)
+    existed = os.path.isdir(out)
+    try:
+        for f in repo_files(root):
+            dst = os.path.join(out, f)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if f.endswith(".md"):
+                with open(os.path.join(root, f), encoding="utf-8") as fh:
+                    texts[f] = hide_solutions(fh.read(), solutions)
+            if f in texts:
+                with open(dst, "w", encoding="utf-8") as fh:
+                    fh.write(texts[f])
+            else:
+                shutil.copy2(os.path.join(root, f), dst)
+    except OSError as e:  # a full disk or no permission: take back the half-written copy, which holds nothing else
+        shutil.rmtree(out, ignore_errors=True)
+        if existed:
+            os.makedirs(out, exist_ok=True)
+        die(f"could not write the student copy to {out} ({e.strerror or e}); nothing was kept there: free some space "
+            f"or choose another --out")
     return [exercises[n] for n in names]
 
 

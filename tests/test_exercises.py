@@ -162,6 +162,27 @@ def test_strip_refuses_a_non_empty_out_dir_and_unknown_names(tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1
 
 
+def test_a_copy_that_cannot_be_written_ends_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A disk that fills halfway through the copy: one line, and no half copy a student might start from."""
+    real_copy, copied = shutil.copy2, []
+
+    def full_disk(src, dst, *args, **kwargs):
+        if len(copied) == 3:
+            open(dst, "w").close()  # created, as on a full disk, then the write fails
+            raise OSError(28, "No space left on device")
+        copied.append(dst)
+        return real_copy(src, dst, *args, **kwargs)
+    monkeypatch.setattr(exercises.shutil, "copy2", full_disk)
+    for out, existed in ((tmp_path / "new", False), (tmp_path / "empty", True)):
+        out.mkdir() if existed else None
+        copied.clear()
+        with pytest.raises(SystemExit) as e:
+            exercises.main(["strip", "grpo", f"--out={out}"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+        assert out.exists() == existed and (not existed or not any(out.iterdir()))
+
+
 # -----------------------------------------------------------------------------
 # every exercise stripped, one at a time
 
