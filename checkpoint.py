@@ -3,8 +3,8 @@ Where a run lives, and how it survives being killed. out_dir holds:
 
   log.jsonl      one JSON line per step (eval steps carry pass@1); written before the step's checkpoint
   samples.jsonl  responses at every evaluation (and optionally some training rollouts)
-  ckpt/          the policy as a Hugging Face directory + train_state.pt (optimizer, step, data position,
-                 replay windows, bandit counters, the run's config)
+  ckpt/          the policy as a Hugging Face directory + train_state.pt (optimizer, fp16's loss scale, step,
+                 data position, replay windows, bandit counters, the run's config)
 
 A checkpoint is written to ckpt.tmp and swapped in by renames (ckpt -> ckpt.old, ckpt.tmp -> ckpt, then
 ckpt.old is deleted), so a kill at any point leaves a whole checkpoint in ckpt or ckpt.old, and the next save
@@ -33,6 +33,7 @@ SAFE_TO_CHANGE = ("out_dir", "init_from", "overwrite", "device", "num_threads", 
                   "log_interval", "log_samples", "log_rollouts", "wandb_log", "wandb_project", "wandb_run_name")
 LOCK = ".lock"  # held by the process that runs in out_dir (claim)
 HELD = {}  # lock path -> the open file that holds its flock, for this process's life
+SCALER_KEYS = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}  # GradScaler's state
 RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval.json", "eval_samples.jsonl")
 
 
@@ -171,9 +172,16 @@ def read(path, mmap=True):
     except Exception as e:  # truncated or overwritten: pickle, zip and torch errors alike
         return None, f"{path}/train_state.pt is unreadable ({type(e).__name__})"
     if not isinstance(state, dict) or not {"step", "optimizer", "config"} <= state.keys() or \
-            type(state["step"]) is not int or not isinstance(state["config"], dict):
+            type(state["step"]) is not int or not isinstance(state["config"], dict) or not scaler_ok(state):
         return None, f"{path}/train_state.pt is not a nanoRFT training state"
     return state, None
+
+
+def scaler_ok(state):
+    """fp16's loss scaler state: absent (older checkpoints), empty (not fp16) or GradScaler's five numbers."""
+    saved = state.get("scaler", {})
+    return saved == {} or isinstance(saved, dict) and saved.keys() == SCALER_KEYS and \
+        all(type(v) in (int, float) for v in saved.values())
 
 
 def weights_problem(path):

@@ -33,10 +33,14 @@ def autocast(device, dtype):
     return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
 
 
-def grad_scaler(device, dtype):
+def grad_scaler(device, dtype, saved=None):
     """A dynamic loss scaler for float16 (initial scale 2^16, halved after an overflow, doubled after 2000 clean
-    steps: torch's defaults); for the other dtypes a disabled one, whose scale() and unscale_() do nothing."""
-    return torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    steps: torch's defaults); for the other dtypes a disabled one, whose scale() and unscale_() do nothing.
+    saved: a checkpoint's scaler state (train_state.pt), so a resumed run goes on at the scale it had reached."""
+    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
+    if saved and scaler.is_enabled():
+        scaler.load_state_dict(saved)
+    return scaler
 
 
 def optimizer_step(opt, scaler, parameters, grad_clip):

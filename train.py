@@ -138,7 +138,7 @@ def main():
         if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    scaler = precision.grad_scaler(device, dtype)  # float16's dynamic loss scale (disabled otherwise)
+    scaler = precision.grad_scaler(device, dtype, state.get("scaler"))  # float16's loss scale (disabled otherwise)
     if resume:
         checkpoint.load_optimizer(opt, state["optimizer"], path)  # checked against the model before anything changes
     state["config"] = config
@@ -198,7 +198,7 @@ def main():
                 say(eval_line(line))
         report.write(line, samples)  # before the checkpoint, so a checkpoint's own step is never missing from the log
         if main_rank and state["step"] == step:
-            checkpoint.save(out_dir, policy, tok, opt, state)
+            checkpoint.save(out_dir, policy, tok, opt, dict(state, scaler=scaler.state_dict()))
     bar.close()
     if main_rank:
         say(report.summary(time.time() - t_start, os.path.join(out_dir, "ckpt")))

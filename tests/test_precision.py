@@ -135,6 +135,30 @@ def test_bf16_with_tis_runs_and_logs_the_gap(tmp_path):
     assert all(k in log[1] for k in ("mismatch_kl", "mismatch_frac", "mismatch_max")) and log[2]["skipped"] == 0
 
 
+def test_a_resumed_fp16_run_goes_on_at_the_loss_scale_it_reached(tmp_path, monkeypatch):
+    """Step 1 overflows at a scale of 2^40 and backs off to 2^4 (as above); the checkpoint of step 1 keeps it,
+    so the resumed step 2 trains at 2^4, not at a fresh scaler's 2^16. A foreign scaler state is refused."""
+    fast = [f"--out_dir={tmp_path}", f"--init_from={ROOT}/assets/tiny-arith", "--max_steps=1", "--eval_interval=1",
+            "--eval_problems=8", "--batch_size=4", "--rollouts=2", "--advantage=grpo", "--dtype=float16"]
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: real(*a, **k, init_scale=2.0 ** 40,
+                                                                       backoff_factor=2.0 ** -36))
+    for args in (fast, [*fast, "--init_from=resume", "--max_steps=2"]):
+        train.__dict__.update(configure(DEFAULTS, args))
+        try:
+            train.main()
+        finally:
+            train.__dict__.update(DEFAULTS)
+        monkeypatch.undo()  # the resumed run makes the default scaler: 2^16 unless the checkpoint's scale is loaded
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert [(r["overflows"], r["loss_scale"]) for r in log if "loss_scale" in r] == [(1, 2.0 ** 4), (0, 2.0 ** 4)]
+    state = torch.load(tmp_path / "ckpt" / "train_state.pt", weights_only=True)
+    assert state["scaler"]["scale"] == 2.0 ** 4
+    from checkpoint import scaler_ok
+    assert scaler_ok({}) and scaler_ok(dict(scaler={})) and scaler_ok(state)
+    assert not scaler_ok(dict(scaler=dict(state["scaler"], scale="big"))) and not scaler_ok(dict(scaler=[1.0]))
+
+
 @pytest.mark.parametrize("key, value", [("dtype", "fp16"), ("dtype", "half"), ("sampler_dtype", "bf16"),
                                         ("is_correction", "is"), ("is_correction", "TIS"), ("is_cap", 1.0),
                                         ("is_cap", 0.5), ("is_cap", float("nan"))], ids=str)
