@@ -251,7 +251,9 @@ def update_terms(cfg, c, device, rows, seq_len, a):
     chunk = min(tokens, max(1, LOGIT_CHUNK // V))  # head.ChunkedHead's tokens per chunk
     # the head: up to three fp32 (c, V) at once and a bf16 one (its backward: p, log p, the gradient and its cast);
     # per token the final norm's fp32 input, output and normalized states, and the (B, T) log-prob tensors
-    terms = [("activations", acts), ("head", chunk * V * (12 + a) + tokens * (12 * D + 32))]
+    # truncated_logprobs: the chunk's top-k/top-p set (head.kept) as in the sampler, and a masked copy (4 B)
+    truncation = 4 + (4 if c["top_k"] else 0) + (26 if c["top_p"] < 1 else 0) if c["truncated_logprobs"] else 0
+    terms = [("activations", acts), ("head", chunk * V * (12 + a + truncation) + tokens * (12 * D + 32))]
     if c["kl_coef"] > 0:  # the reference's log-probs while the policy's graph is alive: no graph, a block at a time
         terms.append(("reference forward", tokens * (3 * a * cfg["intermediate_size"] + 16 * D) + chunk * V * (8 + a)))
     if sdpa_gqa_fallback(cfg, c, device):  # each block saves its fp32 attention weights, q, and expanded keys, values

@@ -184,13 +184,14 @@ class Transformer(nn.Module):
                     p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
     def forward(self, idx, pos=None, valid=None, cache=None, targets=None, scored=None, temperature=1.0,
-                entropy_grad=False, last_only=False, prompts=None):
+                entropy_grad=False, last_only=False, prompts=None, nucleus=(0, 1.0)):
         """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), the log-probs of targets[scored]
         and the entropies there, (n,) each in row-major order, under softmax(logits / temperature), without
         all fp32 logits at once. pos (B, T): position ids (default 0..T-1 after what the cache holds);
         valid (B, T_keys) bool: False on the left padding of the keys, the cache's and idx's (default none);
         cache: a KVCache to read and extend; scored (B, T) bool: where the head runs (default everywhere);
-        entropy_grad: whether the entropy needs a gradient (an entropy bonus);
+        entropy_grad: whether the entropy needs a gradient (an entropy bonus); nucleus: (top_k, top_p) whose
+        truncated softmax the log-probs and entropies are of (default the full one: head.kept);
         last_only: logits of the last position only, (B, 1, V): a prefill needs no others;
         prompts: (p_idx, p_pos, p_valid (U, T_p), inverse (B,)): idx are responses to these U prompts (row i to
         prompt inverse[i]), each prompt computed once; targets and scored then cover (B, 1 + T), the prompt's
@@ -220,7 +221,7 @@ class Transformer(nn.Module):
         # the head only where a log-prob is wanted: its (n, V) logits are most of the update's memory and FLOPs
         h = self.model.norm(x[scored] if scored is not None else x.flatten(0, 1))  # (n, D)
         t = targets[scored] if scored is not None else targets.flatten()  # (n,)
-        return ChunkedHead.apply(h, self.lm_head.weight, t, temperature, entropy_grad)  # (n,) each
+        return ChunkedHead.apply(h, self.lm_head.weight, t, temperature, entropy_grad, *nucleus)  # (n,) each
 
     def rope(self, pos):
         """Position ids (B, T) -> the cos and sin (B, T, 1, D) that rotate q and k."""
@@ -337,8 +338,9 @@ def positions(valid):
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False):
-    """Log-prob and entropy of each wanted token given those before it, under the temperature-scaled policy.
+def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False, nucleus=(0, 1.0)):
+    """Log-prob and entropy of each wanted token given those before it, under the temperature-scaled policy
+    (truncated to nucleus = (top_k, top_p) when set, as the sampler draws with train.py's truncated_logprobs).
     tokens, valid, response: (B, T); response: the tokens whose log-probs are wanted (a rollout's response
     mask; default every real token after a real token) -> logprobs, entropy: (B, T) float32, zero elsewhere
     and where nothing predicts the token. The hidden states of all real tokens are computed (attention needs
@@ -357,7 +359,7 @@ def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy
         tokens, wanted = tokens[:, c - 1:], wanted[:, c - 1:]
     scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t+1
     logprobs, entropy = model(idx, pos, valid, targets=tokens.roll(-1, 1), scored=scored, temperature=temperature,
-                              entropy_grad=entropy_grad, **kw)  # (n,) each
+                              entropy_grad=entropy_grad, nucleus=nucleus, **kw)  # (n,) each
     zeros = torch.zeros(wanted.shape, device=tokens.device)
     lp, ent = zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
     if shared is not None:  # back to the (B, T) layout: nothing is wanted in the prompt columns

@@ -59,15 +59,16 @@ def optimizer_step(opt, scaler, parameters, grad_clip):
     return norm, stepped, not stepped and scaler.get_scale() < MIN_SCALE
 
 
-def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, autocast):
+def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus, autocast):
     """The trainer's log-probs (N, T) of every row's trained tokens (masks (N, T)) before the update changes the
     policy: pi_old, for measuring the sampler/trainer gap and correcting it when the update goes off-policy (more
-    than one minibatch or epoch). rows: the update's dict of (N, T) tensors; autocast(): the trainer's context."""
+    than one minibatch or epoch). rows: the update's dict of (N, T) tensors; nucleus: (top_k, top_p) to score
+    the truncated softmax, or (0, 1.0); autocast(): the trainer's context."""
     out = torch.zeros_like(rows["old_logprobs"])
     for ids, cols in ddp.micro_batches(torch.arange(len(out), device=out.device), rows["valid"], micro_batch_size):
         with torch.no_grad(), autocast():
             out[ids, cols] = token_logprobs(policy, rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols],
-                                            masks[ids][:, cols], temperature)[0]
+                                            masks[ids][:, cols], temperature, nucleus=nucleus)[0]
     return out
 
 

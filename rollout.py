@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from head import truncate
 from model import positions
 
 # decode steps between two checks that every row has stopped: the check makes the host wait for the device, so
@@ -27,17 +28,19 @@ class Rollout(NamedTuple):
     finished: torch.Tensor  # (N,) bool: the response ended with a stop token (else cut at max_new_tokens)
 
 
-def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None):
+def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None, truncated=False):
     """logits (N, V) and uniforms u (N,) in [0, 1) -> next tokens (N,) and their log-probs (N,).
-    The log-prob is under the temperature-scaled policy before top-k/top-p truncation: the distribution
-    the trainer recomputes (as in verl/TRL). temperature=0 is greedy, with log-probs at temperature 1."""
+    The log-prob is under the temperature-scaled policy before top-k/top-p truncation (as in verl/TRL), or,
+    truncated=True, under the truncated distribution drawn from (TRL PR 7269); the trainer recomputes the same.
+    temperature=0 is greedy, with log-probs at temperature 1."""
     logits = logits.float()
     if temperature == 0:
         tok = logits.argmax(-1)
         return tok, F.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1)
     logits = logits / temperature
-    logp = F.log_softmax(logits, -1)  # (N, V)
-    logits = truncate(logits, top_k, top_p)
+    kept = truncate(logits, top_k, top_p)  # (N, V): what is drawn from
+    logp = F.log_softmax(kept if truncated else logits, -1)  # (N, V)
+    logits = kept  # the full logits go before the softmax and its cumsum
     # inverse-CDF sampling with one uniform per row: ~20x cheaper on CPU than multinomial over a big vocab
     cdf = logits.softmax(-1).cumsum(-1)  # (N, V)
     u = torch.rand(cdf.size(0), device=cdf.device) if u is None else u
@@ -48,27 +51,11 @@ def sample(logits, temperature=1.0, top_k=0, top_p=1.0, u=None):
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
 
 
-def truncate(logits, top_k=0, top_p=1.0):
-    """logits (N, V) -> the same with -inf outside each row's top_k tokens and outside its nucleus: the most
-    likely tokens until their probability mass reaches top_p (Holtzman et al. 2020; the top one always stays)."""
-    if top_k > 0:
-        kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        # EXERCISE top_p: set logits to -inf outside each row's nucleus: its most likely tokens until their
-        # probability mass reaches top_p (tests: tests/test_rollout.py -k top_p)
-        sorted_logits, idx = logits.sort(-1, descending=True)
-        p = sorted_logits.softmax(-1)
-        drop = (p.cumsum(-1) - p) >= top_p  # the mass before a token already reaches top_p
-        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
-        # END EXERCISE
-    return logits
-
-
 @torch.no_grad()
 def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, eos_id=None,
-             generator=None):
+             generator=None, truncated_logprobs=False):
     """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids.
+    truncated_logprobs: log-probs under the top-k/top-p distribution drawn from, not the full one (sample).
     generator: one torch.Generator for the batch, or a list of one per prompt; the latter makes each
     prompt's samples independent of how prompts are batched or sharded across ranks.
     Returns a Rollout of N = len(prompts) * n rows, (N, P + R): P the longest prompt, R the longest response."""
@@ -102,7 +89,7 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
     logits = logits.repeat_interleave(n, 0)  # (N, V)
     pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
     for t in range(max_new_tokens):
-        tok, lp = sample(logits, temperature, top_k, top_p, u[:, t])
+        tok, lp = sample(logits, temperature, top_k, top_p, u[:, t], truncated_logprobs)
         live = ~done
         tokens[:, P + t] = tok.masked_fill(done, 0)
         logprobs[:, P + t] = lp.masked_fill(done, 0.0)

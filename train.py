@@ -66,6 +66,7 @@ extra_rollouts = 0  # responses per prompt used only for the baseline (advantage
 temperature = 1.0  # sampling temperature (the policy the loss sees is scaled the same way)
 top_k = 0  # 0 = off
 top_p = 1.0  # 1.0 = off
+truncated_logprobs = False  # log-probs of the top-k/top-p distribution sampled from (TRL PR 7269), not the full one
 sample_batch_size = 0  # prompts per sampler call, bounding KV-cache memory; 0 = all of a step's prompts at once
 # advantage
 advantage = "none"  # none | grpo | dr_grpo | rloo | batch | extra | replay (see advantage.py)
@@ -222,7 +223,8 @@ def sample_step(policy, ref, tok, problems, draw, state):
     with autocast(sampler_dtype):
         rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens,
                                 temperature=temperature, top_k=top_k, top_p=top_p, eos_id=data.stop_ids(tok),
-                                generator=generators[i:i + chunk]) for i in range(0, per_rank, chunk)])
+                                generator=generators[i:i + chunk], truncated_logprobs=truncated_logprobs)
+                     for i in range(0, per_rank, chunk)])
     texts = completions(rollout, tok)  # (per_rank * n,), prompt-major
 
     # rewards: 1.0 for a right answer under each grader; the configured one is the learning signal
@@ -233,7 +235,8 @@ def sample_step(policy, ref, tok, problems, draw, state):
     rewards = correct[grader].clone()
     if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
         with torch.no_grad(), autocast():
-            ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature)
+            ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature,
+                                             nucleus=(top_k, top_p) if truncated_logprobs else (0, 1.0))
         kl = kl_penalty(rollout.logprobs, ref_logprobs, kl_estimator, kl_clamp)
         rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).cpu().view(per_rank, n))
 
@@ -281,9 +284,10 @@ def update(model, ref, opt, rows, scaler=None):
     rows = ddp.with_padding_row(rows)
     masks = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N+1, T) trained tokens
     on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
+    nucleus = (top_k, top_p) if truncated_logprobs else (0, 1.0)  # log-probs of the truncated softmax, or the full
     # pi_old (N+1, T): the trainer's log-probs before any step (on-policy: the update's forward fills it; as verl)
     pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
-        precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, autocast)
+        precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus, autocast)
     totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0
     for _ in range(ppo_epochs):
         for mb in minibatch_ids:
@@ -297,7 +301,7 @@ def update(model, ref, opt, rows, scaler=None):
                 # gradient (REINFORCE on-policy, PPO/GSPO/CISPO off it: loss.py), aggregated over tokens
                 with autocast():
                     logprobs, entropy = token_logprobs(model, tokens, valid, mask, temperature,
-                                                       entropy_grad=entropy_coef > 0)  # (n, T) each
+                                                       entropy_grad=entropy_coef > 0, nucleus=nucleus)  # (n, T)
                 advantages = rows["advantages"][ids, None].expand_as(logprobs)  # one per response, on all its tokens
                 old_logprobs = rows["old_logprobs"][ids][:, cols]  # the sampler's
                 if on_policy:
@@ -312,7 +316,7 @@ def update(model, ref, opt, rows, scaler=None):
                     loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
                 if kl_coef > 0:  # KL to the frozen initial policy (GRPO; the paper: k3, 0.001, clamped to 10)
                     with torch.no_grad(), autocast():
-                        ref_logprobs, _ = token_logprobs(ref, tokens, valid, mask, temperature)
+                        ref_logprobs, _ = token_logprobs(ref, tokens, valid, mask, temperature, nucleus=nucleus)
                     kl = aggregate(kl_penalty(logprobs, ref_logprobs, kl_estimator, kl_clamp), mask, loss_agg,
                                    n_tokens, n_seqs, max_new_tokens)
                     totals["kl"] += kl.item()

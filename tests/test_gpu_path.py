@@ -92,7 +92,8 @@ def test_the_config_runs_cover_every_config_and_all_six_model_configs():
 
 
 KNOBS = {  # the settings that move tensors between devices or run another code path, on the tiny policy
-    "kl_in_reward": ["--rollouts=2", "--advantage=grpo", "--kl_coef=0.1", "--kl_in_reward=True"],
+    "kl_in_reward_nucleus": ["--rollouts=2", "--advantage=grpo", "--kl_coef=0.1", "--kl_in_reward=True",
+                             "--top_p=0.9", "--truncated_logprobs=True"],
     "kl_loss_k2_clamped": ["--rollouts=2", "--advantage=rloo", "--kl_coef=0.1", "--kl_estimator=k2",
                            "--kl_clamp=1.0"],
     "ppo_epochs_minibatches_dual_clip": ["--rollouts=2", "--advantage=grpo", "--ppo_epochs=2", "--minibatches=2",
@@ -106,8 +107,9 @@ KNOBS = {  # the settings that move tensors between devices or run another code 
                              "--resample_tries=2"],
     "micro_and_sample_batches": ["--rollouts=2", "--advantage=batch", "--micro_batch_size=3",
                                  "--sample_batch_size=2"],
-    "entropy_bonus_mask_truncated": ["--entropy_coef=0.01", "--mask_truncated=True", "--loss_agg=seq_sum_norm",
-                                     "--max_new_tokens=3"],
+    "entropy_bonus_mask_truncated_nucleus": ["--entropy_coef=0.01", "--mask_truncated=True",
+                                             "--loss_agg=seq_sum_norm", "--max_new_tokens=3", "--top_k=20",
+                                             "--top_p=0.8", "--truncated_logprobs=True"],
     "bfloat16_checkpointing": ["--dtype=bfloat16", "--grad_checkpointing=True", "--rollouts=2",
                                "--advantage=dr_grpo", "--kl_coef=0.01", "--micro_batch_size=4"],
     "cosine_trained_subset_pass_at_k": ["--lr_schedule=cosine", "--warmup_steps=1", "--train_problems=4",

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import ROOT, assert_close_sums, tiny_hf
 from head import ChunkedHead
 from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
+from rollout import truncate
 
 FAMILIES = ["qwen2", "llama", "olmo2"]
 ARITH = os.path.join(ROOT, "assets", "tiny-arith")
@@ -133,10 +134,12 @@ def test_token_logprobs_match_log_softmax(tmp_path):
 
 @pytest.mark.parametrize("chunk_tokens", [3, 1000])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast, monkeypatch):
+@pytest.mark.parametrize("nucleus", [(0, 1.0), (5, 1.0), (0, 0.6), (20, 0.9)], ids=str)
+def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast, nucleus, monkeypatch):
     """The head's hand-written backward: log-probs, entropies and the gradients of h and W equal autograd's
     through log_softmax, at a temperature, with per-token loss weights (advantages) and an entropy bonus,
-    in one chunk or several, in fp32 and under bf16 autocast."""
+    in one chunk or several, in fp32 and under bf16 autocast; with a nucleus, of the softmax over each row's
+    top-k/top-p set and its target (truncated_logprobs)."""
     import head as head_lib
     monkeypatch.setattr(head_lib, "LOGIT_CHUNK", 97 * chunk_tokens)
     g = torch.Generator().manual_seed(0)
@@ -144,10 +147,12 @@ def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast
     targets, a, b = torch.randint(0, 97, (10,), generator=g), torch.randn(10, generator=g), torch.randn(10, generator=g)
 
     def reference(h, w):
-        logp = torch.log_softmax(F.linear(h, w).float() / 0.7, -1)  # (10, 97)
-        return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+        z = F.linear(h, w).float() / 0.7  # (10, 97)
+        keep = torch.isfinite(truncate(z.detach(), *nucleus)).scatter(-1, targets[:, None], True)
+        logp = torch.log_softmax(z.masked_fill(~keep, float("-inf")), -1).masked_fill(~keep, 0.0)
+        return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp * keep).sum(-1)
     results = []
-    for head in (reference, lambda h, w: ChunkedHead.apply(h, w, targets, 0.7, True)):
+    for head in (reference, lambda h, w: ChunkedHead.apply(h, w, targets, 0.7, True, *nucleus)):
         h_, w_ = h.clone().requires_grad_(), w.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logprobs, entropy = head(h_, w_)

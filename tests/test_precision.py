@@ -58,6 +58,25 @@ def test_a_bf16_sampler_against_an_fp32_trainer_shows_a_gap(arith, monkeypatch):
     assert stats["mismatch_kl"] > 100 * TOKEN_BOUND ** 2
 
 
+@pytest.mark.parametrize("minibatches", [1, 2], ids=["on_policy", "recomputed"])
+def test_truncated_logprobs_agree_between_sampler_and_trainer(arith, monkeypatch, minibatches):
+    """With top_p = 0.5 and truncated_logprobs both sides score the nucleus's softmax: the sampler's log-probs
+    rise by -log S where the nucleus dropped mass, and the trainer's recompute agrees with them to fp32 rounding
+    (a trainer that scored the full softmax would be off by log S, far outside the band)."""
+    model, tok = arith
+    problems = train.data.load_split("arith", "train")
+    logprobs = {}
+    for on in (False, True):
+        configure_train(monkeypatch, batch_size=8, rollouts=2, advantage="grpo", top_p=0.5, truncated_logprobs=on,
+                        minibatches=minibatches)
+        rows, _, _ = train.sample_step(model, None, tok, problems, 0, dict(replay={}, solved=[], regret=0))
+        logprobs[on] = rows["old_logprobs"]
+    rises = logprobs[True] - logprobs[False]  # -log S per token: 0 where the nucleus kept everything
+    assert (rises >= -TOKEN_BOUND).all() and rises.max() > 0.1
+    stats = step(model, tok)
+    assert stats["mismatch_frac"] == 0 and stats["mismatch_kl"] <= TOKEN_BOUND ** 2 / 2
+
+
 def test_mis_with_a_tight_band_drops_every_response_from_the_gradient(arith, monkeypatch):
     """With a bf16 sampler every response's mean ratio is off 1 by more than 1e-6: MIS at C = 1 + 1e-6 masks
     them all, so the policy gradient is zero and SGD leaves the weights; TIS at a generous cap still moves them."""

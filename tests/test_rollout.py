@@ -102,6 +102,20 @@ def test_top_k_and_top_p_truncate():
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03, rtol=0)
 
 
+def test_truncated_logprobs_are_of_the_distribution_drawn_from():
+    """truncated=True: log p / S, S the kept mass (hand-computed: top_k=2 keeps 0.8, top_p=0.81 keeps 0.95);
+    the tokens drawn are the same as without it (one uniform per row)."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(1000, 1)
+    u = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    for kw, mass in ((dict(top_k=2), 0.8), (dict(top_p=0.81), 0.95), (dict(top_k=3, top_p=0.7), 0.8)):
+        tok, lp = sample(logits, u=u, truncated=True, **kw)
+        assert torch.equal(tok, sample(logits, u=u, **kw)[0])
+        torch.testing.assert_close(lp, torch.log(p[tok] / mass))
+    tok, lp = sample(logits, u=u, truncated=True)  # nothing truncated: the full log-prob
+    torch.testing.assert_close(lp, torch.log(p[tok]))
+
+
 def test_top_p_keeps_the_smallest_set_of_most_likely_tokens_that_reaches_p():
     """The nucleus is a prefix of the tokens sorted by probability: its mass reaches top_p, and without
     its least likely token it would not. Checked on random distributions, where no mass equals p exactly."""
