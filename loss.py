@@ -51,7 +51,7 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
     clipped = ratio.clamp(1 - clip_low, 1 + clip_high)
     if kind == "cispo":  # CISPO (MiniMax-M1, Chen et al. 2025): clip the importance weight, not the objective,
         # and stop its gradient, so no token loses its gradient (PPO zeroes the clipped ones)
-        clipfrac = ((clipped != ratio).float() * mask).sum().item()
+        clipfrac = ((clipped != ratio).float() * mask).sum()  # 0-dim, on the device: no host sync here
         return -clipped.detach() * advantages * logprobs, dict(clipfrac=clipfrac)
     # EXERCISE ppo_clip: return PPO's clipped loss (N, T) from ratio and clipped, bounded by dual-clip when
     # dual_clip > 0, and dict(clipfrac=number of masked tokens the clip decided) (tests: tests/test_loss.py -k test_ppo)
@@ -60,7 +60,7 @@ def policy_gradient(logprobs, old_logprobs, advantages, mask, kind="ppo", ratio_
     loss = torch.maximum(surrogate, surrogate_clipped)
     if dual_clip > 0:  # dual-clip PPO (Ye et al. 2020): bound the loss of negative advantages at -c * A
         loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
-    clipfrac = ((surrogate_clipped > surrogate).float() * mask).sum().item()
+    clipfrac = ((surrogate_clipped > surrogate).float() * mask).sum()  # 0-dim, on the device
     return loss, dict(clipfrac=clipfrac)
     # END EXERCISE
 

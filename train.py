@@ -288,6 +288,8 @@ def update(model, ref, opt, rows, scaler=None):
     # pi_old (N+1, T): the trainer's log-probs before any step (on-policy: the update's forward fills it; as verl)
     pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
         precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus, autocast)
+    # totals: 0-dim tensors on the device, read once at the end: an .item() per micro-batch would make the host
+    # wait for each backward before it can queue the next forward
     totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0
     for _ in range(ppo_epochs):
         for mb in minibatch_ids:
@@ -319,15 +321,15 @@ def update(model, ref, opt, rows, scaler=None):
                         ref_logprobs, _ = token_logprobs(ref, tokens, valid, mask, temperature, nucleus=nucleus)
                     kl = aggregate(kl_penalty(logprobs, ref_logprobs, kl_estimator, kl_clamp), mask, loss_agg,
                                    n_tokens, n_seqs, max_new_tokens)
-                    totals["kl"] += kl.item()
+                    totals["kl"] += kl.detach()
                     if not kl_in_reward:
                         loss = loss + kl_coef * kl
                 ddp.backward(model, scaler.scale(loss), last=i == len(micro) - 1)
                 with torch.no_grad():  # how far the sampler's log-probs are from the policy's: ~1 on-policy
                     ratio = torch.exp(logprobs - old_logprobs)
-                    totals["ratio"] += torch.where(mask, ratio, 0.0).sum().item() / n_tokens
-                    totals["entropy"] += torch.where(mask, entropy, 0.0).sum().item() / n_tokens
-                totals["loss"] += loss.item()
+                    totals["ratio"] += torch.where(mask, ratio, 0.0).sum() / n_tokens
+                    totals["entropy"] += torch.where(mask, entropy, 0.0).sum() / n_tokens
+                totals["loss"] += loss.detach()
                 totals["clipfrac"] += st["clipfrac"] / n_tokens
             # the optimizer step, skipped on a non-finite gradient (float16: bad only once the scaler gives up)
             norm, stepped, gave_up = precision.optimizer_step(opt, scaler, policy.parameters(), grad_clip)
@@ -335,7 +337,7 @@ def update(model, ref, opt, rows, scaler=None):
             skipped, bad = skipped + (not stepped), bad + gave_up
             opt.zero_grad(set_to_none=True)
             n_steps += 1
-    stats = {k: ddp.all_sum(v) / n_steps for k, v in totals.items() if k != "grad_norm"}
+    stats = {k: ddp.all_sum(float(v)) / n_steps for k, v in totals.items() if k != "grad_norm"}
     stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], masks))  # the sampler/trainer gap (loss.mismatch)
     if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
         stats.update(loss_scale=scaler.get_scale(), overflows=skipped - bad)
