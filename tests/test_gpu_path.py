@@ -110,6 +110,8 @@ KNOBS = {  # the settings that move tensors between devices or run another code 
     "entropy_bonus_mask_truncated_nucleus": ["--entropy_coef=0.01", "--mask_truncated=True",
                                              "--loss_agg=seq_sum_norm", "--max_new_tokens=3", "--top_k=20",
                                              "--top_p=0.8", "--truncated_logprobs=True"],
+    "float16_loss_scaler": ["--dtype=float16", "--sampler_dtype=bfloat16", "--rollouts=2", "--advantage=grpo",
+                            "--is_correction=tis"],
     "bfloat16_checkpointing": ["--dtype=bfloat16", "--grad_checkpointing=True", "--rollouts=2",
                                "--advantage=dr_grpo", "--kl_coef=0.01", "--micro_batch_size=4"],
     "cosine_trained_subset_pass_at_k": ["--lr_schedule=cosine", "--warmup_steps=1", "--train_problems=4",
