@@ -178,10 +178,11 @@ def read(path, mmap=True):
 
 
 def scaler_ok(state):
-    """fp16's loss scaler state: absent (older checkpoints), empty (not fp16) or GradScaler's five numbers."""
+    """fp16's loss scaler state: absent (older checkpoints), empty (not fp16) or GradScaler's five numbers (a
+    later torch may add keys: load_state_dict reads these)."""
     saved = state.get("scaler", {})
-    return saved == {} or isinstance(saved, dict) and saved.keys() == SCALER_KEYS and \
-        all(type(v) in (int, float) for v in saved.values())
+    return saved == {} or isinstance(saved, dict) and SCALER_KEYS <= saved.keys() and \
+        all(type(saved[k]) in (int, float) for k in SCALER_KEYS)
 
 
 def weights_problem(path):

@@ -175,7 +175,9 @@ def test_a_resumed_fp16_run_goes_on_at_the_loss_scale_it_reached(tmp_path, monke
     assert state["scaler"]["scale"] == 2.0 ** 4
     from checkpoint import scaler_ok
     assert scaler_ok({}) and scaler_ok(dict(scaler={})) and scaler_ok(state)
+    assert scaler_ok(dict(scaler=dict(state["scaler"], added_later=True)))
     assert not scaler_ok(dict(scaler=dict(state["scaler"], scale="big"))) and not scaler_ok(dict(scaler=[1.0]))
+    assert not scaler_ok(dict(scaler={k: v for k, v in state["scaler"].items() if k != "_growth_tracker"}))
 
 
 @pytest.mark.parametrize("key, value", [("dtype", "fp16"), ("dtype", "half"), ("sampler_dtype", "bf16"),
