@@ -14,6 +14,7 @@ PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, 
                 PPO / GSPO / CISPO at 4 updates per step
   precision     the sampler/trainer gap on the minimal baseline: fp32; a bf16 sampler with an fp32 trainer, bare,
                 with TIS and with MIS; all-bf16; all-fp16 with a loss scaler
+  top_p         the minimal baseline sampling at top_p = 0.8, its log-probs of the full softmax or the truncated one
   all           each distinct setting of the others once
 A pipeline starts from its baseline (its first entry) and changes one design choice per entry; plot.py compares
 each entry with the baseline, or with the entry REFERENCES pairs it with (replay_64x4 with budget256_64x4: same
@@ -102,6 +103,10 @@ PIPELINES = {
                   "bf16_sampler_mis": ["config/minimal.py", "--sampler_dtype=bfloat16", "--is_correction=mis"],
                   "bf16": ["config/minimal.py", "--dtype=bfloat16"],
                   "fp16": ["config/minimal.py", "--dtype=float16"]},
+    # nanoRFT's extension: nucleus sampling's ratio bias (issue 21): top_p = 0.8 scored under the full softmax (the
+    # default, verl/TRL) and under the truncated one it samples from (REFERENCES: vs the default)
+    "top_p": {"minimal": ["config/minimal.py"], "top_p80": ["config/minimal.py", "--top_p=0.8"],
+              "top_p80_truncated": ["config/minimal.py", "--top_p=0.8", "--truncated_logprobs=True"]},
 }
 # every distinct setting once, the minimalist baseline first (an entry's name means one setting in every
 # pipeline, and a setting has one name, so `all` and the pipelines share their runs in one --out)
@@ -112,7 +117,8 @@ TWINS = {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x
 REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  # a twin itself: not compared
               "one_problem": dict(zip(list(PIPELINES["one_problem"])[1:], PIPELINES["one_problem"])),  # vs the last
               "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches"),
-              "precision": dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler")}
+              "precision": dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler"),
+              "top_p": dict(top_p80_truncated="top_p80")}
 # in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8), and a twin, is
 # compared with minimal
 REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()

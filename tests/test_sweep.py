@@ -311,6 +311,15 @@ def test_precision_changes_only_the_precision_and_the_correction_and_pairs_tis_a
     assert sweep.REFERENCES["precision"] == dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler")
 
 
+def test_top_p_changes_only_the_nucleus_then_only_the_log_probs_it_scores():
+    entries = sweep.PIPELINES["top_p"]
+    minimal, full = settings("minimal", entries["minimal"]), settings("top_p80", entries["top_p80"])
+    assert entries["minimal"] == sweep.PIPELINES["extra"]["minimal"]  # the same runs as the other pipelines'
+    assert changed(full, minimal) == {"top_p"} and full["top_p"] == 0.8 and not full["truncated_logprobs"]
+    assert changed(settings("top_p80_truncated", entries["top_p80_truncated"]), full) == {"truncated_logprobs"}
+    assert sweep.REFERENCES["top_p"] == dict(top_p80_truncated="top_p80")
+
+
 def test_the_cpu_cut_and_pipeline_json_as_train_py_sees_them(tmp_path, monkeypatch):
     fake = tmp_path / "fake_train.py"  # records its args, then logs a finished run of one evaluation
     fake.write_text("""import json, os, sys
