@@ -94,6 +94,8 @@ def check_config(c, world):
     warnings = [(c["advantage"] in ("grpo", "dr_grpo") and c["rollouts"] == 1,
                  f"advantage={c['advantage']} with rollouts=1 has no group: it is the same as 'none'"),
                 (c["kl_in_reward"] and c["kl_coef"] == 0, "kl_in_reward=True does nothing with kl_coef=0"),
+                (c["truncated_logprobs"] and c["top_k"] == 0 and c["top_p"] == 1,
+                 "truncated_logprobs=True does nothing without top_k or top_p: nothing is truncated"),
                 (c["warmup_steps"] > 0 and c["lr_schedule"] == "constant",
                  f"warmup_steps={c['warmup_steps']} does nothing with lr_schedule=constant (use cosine)")]
     for on, msg in warnings:

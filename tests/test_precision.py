@@ -180,6 +180,16 @@ def test_a_resumed_fp16_run_goes_on_at_the_loss_scale_it_reached(tmp_path, monke
     assert not scaler_ok(dict(scaler={k: v for k, v in state["scaler"].items() if k != "_growth_tracker"}))
 
 
+@pytest.mark.parametrize("overrides, warned", [(dict(truncated_logprobs=True), True),
+                                               (dict(truncated_logprobs=True, top_p=0.9), False),
+                                               (dict(truncated_logprobs=True, top_k=5), False),
+                                               (dict(top_p=0.9), False)], ids=str)
+def test_truncated_logprobs_without_truncation_is_warned_about(overrides, warned, capsys):
+    checks.check_config(dict(DEFAULTS, **overrides), world=1)
+    err = capsys.readouterr().err
+    assert ("warning: truncated_logprobs=True does nothing" in err) == warned and "error" not in err
+
+
 @pytest.mark.parametrize("key, value", [("dtype", "fp16"), ("dtype", "half"), ("sampler_dtype", "bf16"),
                                         ("is_correction", "is"), ("is_correction", "TIS"), ("is_cap", 1.0),
                                         ("is_cap", 0.5), ("is_cap", float("nan"))], ids=str)
