@@ -236,7 +236,7 @@ def sample_step(policy, ref, tok, problems, draw, state):
     if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
         with torch.no_grad(), autocast():
             ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature,
-                                             nucleus=(top_k, top_p) if truncated_logprobs else (0, 1.0))
+                                             nucleus=scored_nucleus())
         kl = kl_penalty(rollout.logprobs, ref_logprobs, kl_estimator, kl_clamp)
         rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).cpu().view(per_rank, n))
 
@@ -284,7 +284,7 @@ def update(model, ref, opt, rows, scaler=None):
     rows = ddp.with_padding_row(rows)
     masks = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N+1, T) trained tokens
     on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
-    nucleus = (top_k, top_p) if truncated_logprobs else (0, 1.0)  # log-probs of the truncated softmax, or the full
+    nucleus = scored_nucleus()
     # pi_old (N+1, T): the trainer's log-probs before any step (on-policy: the update's forward fills it; as verl)
     pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
         precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus, autocast)
@@ -350,6 +350,12 @@ def run_eval(policy, tok, eval_sets, step):
         return evaluate_splits(policy, tok, task, eval_sets, step, seed, n=eval_samples, keep=log_samples,
                                grader=grader, temperature=temperature, max_new_tokens=max_new_tokens,
                                batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict)
+
+
+def scored_nucleus():
+    """(top_k, top_p) whose truncated softmax the trainer and the reference score, as the sampler does with
+    truncated_logprobs; else (0, 1.0), the full softmax (verl, TRL)."""
+    return (top_k, top_p) if truncated_logprobs else (0, 1.0)
 
 
 def lr_at(step):
