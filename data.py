@@ -26,7 +26,7 @@ import os
 import random
 import sys
 
-from configurator import die
+from machinery.cli import die
 
 TASKS = ("arith", "gsm8k", "math", "math_full")
 ARITH_SEED = 1234  # fixes the arithmetic splits; the base policy in assets/tiny-arith was made on them

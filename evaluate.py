@@ -5,7 +5,7 @@ always / never solved, and the responses themselves, on a task's train and test 
     python evaluate.py --init_from=out/arith --n_samples=8     # a run's out_dir (its ckpt) or a model dir
     python evaluate.py --help
 """
-from configurator import quiet_interrupt
+from machinery.cli import quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
@@ -17,7 +17,7 @@ import sys
 import torch
 
 import data
-import distributed as ddp
+from machinery import distributed as ddp
 import reward
 from rollout import completions, generate, prompt_generators
 
@@ -141,10 +141,11 @@ out = ""  # JSON output path (responses: the same name with _samples.jsonl); def
 
 
 def main():
-    import checkpoint
-    import distributed
-    from checks import MIN_TEMPERATURE, check_fit, check_positions, device_ok, model_config
-    from configurator import configure, die
+    from machinery import checkpoint
+    from machinery import distributed
+    from machinery.checks import MIN_TEMPERATURE, check_fit, check_positions, device_ok, model_config
+    from configurator import configure
+    from machinery.cli import die
     from model import Transformer, load_tokenizer, resolve
     from rollout import prompt_generators
     c = configure({k: globals()[k] for k in CONFIG_KEYS}, sys.argv[1:], source=__file__)

@@ -21,9 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
-import flash
-from configurator import die
-from head import ChunkedHead
+from machinery import flash
+from machinery.cli import die, first_line
+from machinery.head import ChunkedHead
 
 FAMILIES = ("qwen2", "llama", "olmo2")
 
@@ -326,11 +326,6 @@ def load_tokenizer(path):
     except Exception as e:  # a half-copied or foreign tokenizer fails deep inside transformers, in many ways
         die(f"the tokenizer in {path} does not load ({type(e).__name__}: {first_line(e)}): "
             f"copy its files again from the base model")
-
-
-def first_line(e):
-    """An exception's message on one line, short enough for an `error:` line."""
-    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def positions(valid):

@@ -42,7 +42,7 @@ ones) can crash or stall a training step.
 import re
 from itertools import accumulate, repeat
 
-from math_equal import _ESCAPE, _to_fraction, math_equal
+from machinery.math_equal import _ESCAPE, _to_fraction, math_equal
 
 GRADERS = ("nanorft", "paper")
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from head import truncate
+from machinery.head import truncate
 from model import positions
 
 # decode steps between two checks that every row has stopped: the check makes the host wait for the device, so

@@ -11,7 +11,7 @@ main() tells one step as a story: prompts -> rollouts -> rewards -> advantages -
 evaluation, log, checkpoint. Every design choice is a global below with a one-line comment; config files and
 --key=value set them. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
 """
-from configurator import configure, die, quiet_interrupt
+from machinery.cli import die, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C while torch imports (seconds) ends with one line, not a traceback
 
@@ -23,18 +23,18 @@ from collections import defaultdict
 
 import torch
 
-import checkpoint
 import data
-import distributed as ddp
-import precision
 import reward
 from advantage import compute_advantages
-from checks import check_config, check_model, memory_help
+from configurator import configure
 from evaluate import evaluate_splits
 from loss import aggregate, is_weights, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve, token_logprobs
-from report import Reporter, config_lines, console_line, eval_line, bad_step, rollout_examples, say
 from rollout import cat, completions, generate, prompt_generators
+from machinery import checkpoint, precision
+from machinery import distributed as ddp
+from machinery.checks import check_config, check_model, memory_help
+from machinery.report import Reporter, bad_step, config_lines, console_line, eval_line, rollout_examples, say
 
 # -----------------------------------------------------------------------------
 # run

@@ -7,16 +7,19 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+TESTS = os.path.join(ROOT, "tests")
+# the reading path (the root), the tools, and the test modules that other tests' files import, by their plain names
+for path in (os.path.join(TESTS, "robustness"), TESTS, os.path.join(ROOT, "tools"), ROOT):
+    sys.path.insert(0, path)
 U32 = 2.0 ** -24  # float32's unit roundoff
 
 
 def pytest_addoption(parser):
     # float sums split across threads add in another order: CI runs the numerics tests at 1 and at 2 threads
     parser.addoption("--torch-threads", type=int, default=1, help="torch.set_num_threads for the tests (default 1)")
-    # python exercises.py check NAME: the exercise being checked, and where to write each test's record
+    # python tools/exercises.py check NAME: the exercise being checked, and where to write each test's record
     parser.addoption("--exercise", default="", help="a test stopped by another exercise's raise is skipped as "
-                                                   "blocked by it (python exercises.py check)")
+                                                   "blocked by it (python tools/exercises.py check)")
     parser.addoption("--exercise-report", default="", help="write each test's record to this JSON file")
 
 
@@ -78,7 +81,7 @@ def arith():
 
 @pytest.fixture
 def fake_cuda():
-    """The fake CUDA device of tests/fake_cuda.py for one test: device="cuda" runs on the CPU under a GPU's
+    """The fake CUDA device of tests/robustness/fake_cuda.py for one test: device="cuda" runs on the CPU under a GPU's
     device rules; yields the module (its syncs and cuda_loads counters start at zero)."""
     import fake_cuda as module
     with module.fake_cuda():
@@ -86,7 +89,7 @@ def fake_cuda():
 
 
 # -----------------------------------------------------------------------------
-# python exercises.py check NAME runs NAME's tests with --exercise=NAME and reads the records these hooks write
+# python tools/exercises.py check NAME runs NAME's tests with --exercise=NAME and reads the records these hooks write
 
 
 RECORDS = {}  # test id -> its record, written to --exercise-report at the end of the session

@@ -11,7 +11,7 @@ import torch
 import advantage as adv_lib
 import data
 import train
-from checks import check_config
+from machinery.checks import check_config
 from configurator import configure
 from test_data import GSM8K, LIGHTEVAL, QWEN_TEMPLATE, char_tokenizer, quiet_private_cache, write  # noqa: F401
 

@@ -87,7 +87,7 @@ def test_markers_are_well_formed():
 
 
 def test_list_prints_the_worksheet_in_order():
-    p = subprocess.run([sys.executable, "exercises.py", "list"], cwd=ROOT, capture_output=True, text=True, env=ENV)
+    p = subprocess.run([sys.executable, "tools/exercises.py", "list"], cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr
     listed = re.findall(r"^ *\d+\. (\w+) +(\w+\.py):(\S+) ", p.stdout, re.M)
     assert [name for name, _, _ in listed] == list(EXERCISES)
@@ -130,7 +130,7 @@ def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
     exec(compile(out, "f.py", "exec"), namespace)
     assert namespace["f"](0) == 0
     with pytest.raises(NotImplementedError, match=re.escape(
-            "exercise half: return half of x, a two-line header; check with: python exercises.py check half "
+            "exercise half: return half of x, a two-line header; check with: python tools/exercises.py check half "
             "(python -m pytest -q tests/test_loss.py -k 'half and not whole')")):
         namespace["f"](1)
 
@@ -157,7 +157,7 @@ def test_strip_refuses_a_non_empty_out_dir_and_unknown_names(tmp_path):
     for args, error in ((["strip", "grpo", "--out", str(tmp_path)], "not an empty directory"),
                         (["strip", "nope", f"--out={tmp_path / 'new'}"], "unknown exercise 'nope'"),
                         (["check", "nope"], "unknown exercise 'nope'"), (["strip", "grpo"], "needs exercise names")):
-        p = subprocess.run([sys.executable, "exercises.py", *args], cwd=ROOT, capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "tools/exercises.py", *args], cwd=ROOT, capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.startswith("error: ") and error in p.stderr, (args, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1
 
@@ -361,7 +361,7 @@ def test_the_baseline_trains_with_the_other_exercises_stripped_and_check_says_wh
                        text=True, env=ENV, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert [line for line in open(tmp_path / "run" / "log.jsonl")][-1].startswith('{"step": 2')
-    p = subprocess.run([sys.executable, "exercises.py", "check", "grpo", "reinforce", "--json"], cwd=copy,
+    p = subprocess.run([sys.executable, "tools/exercises.py", "check", "grpo", "reinforce", "--json"], cwd=copy,
                        capture_output=True, text=True, env=ENV, timeout=600)
     where = f"advantage.py:{EXERCISES['grpo'].body + 1} (compute_advantages)"
     out = json.loads(p.stdout)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import assert_close_sums, tiny_hf
 
-import flash
+from machinery import flash
 from model import Transformer, positions, token_logprobs
 from rollout import generate, prompt_generators
 from test_model import padded_batch

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, assert_close_sums, tiny_hf
-from head import ChunkedHead
+from machinery.head import ChunkedHead
 from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
 from rollout import truncate
 
@@ -140,7 +140,7 @@ def test_chunked_head_equals_autograd_through_log_softmax(chunk_tokens, autocast
     through log_softmax, at a temperature, with per-token loss weights (advantages) and an entropy bonus,
     in one chunk or several, in fp32 and under bf16 autocast; with a nucleus, of the softmax over each row's
     top-k/top-p set and its target (truncated_logprobs)."""
-    import head as head_lib
+    from machinery import head as head_lib
     monkeypatch.setattr(head_lib, "LOGIT_CHUNK", 97 * chunk_tokens)
     g = torch.Generator().manual_seed(0)
     h, w = torch.randn(10, 16, generator=g), torch.randn(97, 16, generator=g)
@@ -259,7 +259,7 @@ def padded_batch():
 
 
 def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monkeypatch):
-    import head as head_lib
+    from machinery import head as head_lib
     path, _ = tiny_hf("olmo2", tmp_path)
     tokens, valid = padded_batch()
 
@@ -336,7 +336,7 @@ def grpo_batch():
 def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(family, ckpt, tmp_path, monkeypatch):
     """GRPO's n responses per prompt: each distinct prompt runs once and its responses read its keys and
     values. The same log-probs, entropies and gradients as running every full row (to float order)."""
-    import flash
+    from machinery import flash
     path, _ = tiny_hf(family, tmp_path)
     tokens, valid, response = grpo_batch()
     m = Transformer.from_pretrained(path).train()
@@ -365,7 +365,7 @@ def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(family, ckpt, 
 
 
 def test_prompts_are_not_shared_when_responses_start_in_different_columns():
-    from flash import shared_prompts
+    from machinery.flash import shared_prompts
     tokens, valid, response = grpo_batch()
     assert shared_prompts(tokens, valid, response)[0] == 5
     late = response.clone()

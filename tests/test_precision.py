@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-import checks
-import precision
+from machinery import checks
+from machinery import precision
 import train
 from configurator import configure
 
@@ -173,7 +173,7 @@ def test_a_resumed_fp16_run_goes_on_at_the_loss_scale_it_reached(tmp_path, monke
     assert [(r["overflows"], r["loss_scale"]) for r in log if "loss_scale" in r] == [(1, 2.0 ** 4), (0, 2.0 ** 4)]
     state = torch.load(tmp_path / "ckpt" / "train_state.pt", weights_only=True)
     assert state["scaler"]["scale"] == 2.0 ** 4
-    from checkpoint import scaler_ok
+    from machinery.checkpoint import scaler_ok
     assert scaler_ok({}) and scaler_ok(dict(scaler={})) and scaler_ok(state)
     assert scaler_ok(dict(scaler=dict(state["scaler"], added_later=True)))
     assert not scaler_ok(dict(scaler=dict(state["scaler"], scale="big"))) and not scaler_ok(dict(scaler=[1.0]))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from math_equal import math_equal, normalize_math
+from machinery.math_equal import math_equal, normalize_math
 from reward import GRADERS, extract_gsm8k, last_boxed, score
 
 TASKS = ["arith", "gsm8k", "math"]

@@ -2,7 +2,7 @@
 here by a case it must accept and a case it must reject (the corpus test checks them all at scale)."""
 import pytest
 
-from math_equal import math_equal
+from machinery.math_equal import math_equal
 from reward import score
 
 # nanoRFT's MATH equivalences, one named rule each: a case it must accept and one it must reject

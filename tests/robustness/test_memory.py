@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-import checks
-import flash
+from machinery import checks
+from machinery import flash
 import train
 from configurator import configure
 from model import Transformer, read_hf_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
 GIB = 2 ** 30
 # D = 64, I = 96, 2 layers, 4 heads of 16 (q: 64 wide), 2 KV heads (k, v: 32 wide), V = 97, tied embeddings

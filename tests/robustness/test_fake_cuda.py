@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import data
-import distributed as ddp
+from machinery import distributed as ddp
 import rollout
 import train
 from conftest import tiny_hf
@@ -18,7 +18,7 @@ from model import Transformer, token_logprobs
 from rollout import generate
 
 DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MIXED = "Expected all tensors to be on the same device"
 
 

@@ -17,7 +17,7 @@ say they are on cuda:0, and mixing them with CPU tensors fails as it does on a G
 - fake_cuda(): the context manager that installs both, stubs torch.cuda's functions (is_available,
   device_count, the memory functions, synchronize), emulates CUDA autocast by CPU autocast (so dtype=bfloat16
   runs its mixed-precision path), lets AdamW and clip_grad_norm_ take their foreach path (CUDA's default; the
-  CPU kernels underneath give the CPU run's numbers, bit for bit: tests/test_gpu_path.py), and makes torch.save
+  CPU kernels underneath give the CPU run's numbers, bit for bit: tests/robustness/test_gpu_path.py), and makes torch.save
   write a fake's storage as a real GPU run would: plain tensor data tagged with location cuda:0 (never the
   subclass). Loading such a tag back under the fake device counts the bytes a GPU would have put on cuda:0
   (cuda_loads).

@@ -6,7 +6,7 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from bench import gsm8k_rows, ours_update, step_peak, update_peak
 from conftest import assert_close_sums
-from distributed import micro_batches
+from machinery.distributed import micro_batches
 from model import Transformer
 
 TINY = dict(model_type="qwen2", vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -104,7 +104,7 @@ def test_update_in_grouped_micro_batches_has_the_whole_batchs_gradient():
 def test_gpu_smoke_without_cuda_is_one_error_line(monkeypatch, capsys):
     import bench
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("sys.argv", ["bench.py", "--gpu"])
+    monkeypatch.setattr("sys.argv", ["tools/bench.py", "--gpu"])
     with pytest.raises(SystemExit) as e:
         bench.main()
     err = capsys.readouterr().err
@@ -115,7 +115,7 @@ def test_gpu_smokes_logprob_check_passes_bf16_and_catches_a_wrong_kernel(monkeyp
     """bench.py --gpu's check on a CPU: bf16 autocast against fp32 is within its tolerance; attention that ignores
     the padding and prompt mask under autocast (a kernel that reads the wrong keys) is not."""
     import bench
-    import flash
+    from machinery import flash
     torch.manual_seed(0)
     model = Transformer(TINY)
     model.init_weights()

@@ -2,9 +2,9 @@
 Tables and curves of train.py runs grouped by design choice: mean ± std over seeds, and each choice's paired
 difference to its reference (the baseline) over the seeds both ran, with a 95% t-interval.
 
-    python plot.py out/sweep                                # a sweep dir: out/sweep/results.md (+ results.png)
-    python plot.py out/a out/b --out=cmp                    # several runs: their order is the order given
-    python plot.py out/sweep --metrics=test_pass@1,entropy,response_len,regret
+    python tools/plot.py out/sweep                                # a sweep dir: out/sweep/results.md (+ results.png)
+    python tools/plot.py out/a out/b --out=cmp                    # several runs: their order is the order given
+    python tools/plot.py out/sweep --metrics=test_pass@1,entropy,response_len,regret
 
 A run is an out_dir holding log.jsonl. Its group (design choice) is the name of its parent dir when the
 run's own dir is named seedN, as sweep.py lays them out, else the name of its own dir. Groups keep the
@@ -18,7 +18,13 @@ gives mean(d) and mean(d) ± t(0.975, k-1) * std(d) / sqrt(k) over the k seeds, 
 
 The figure needs matplotlib, which is optional: without it only the table is written.
 """
-from configurator import die, quiet_interrupt
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: the code this tool drives
+sys.path.insert(0, ROOT)
+
+from machinery.cli import die, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
@@ -26,9 +32,7 @@ import argparse
 import glob
 import json
 import math
-import os
 import re
-import sys
 
 import numpy as np
 

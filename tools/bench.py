@@ -2,12 +2,12 @@
 Throughput of nanoRFT's sampler, update and rewards, side by side with transformers (and math-verify) on the
 same work.
 
-    python bench.py                 # CPU, fp32, 1 thread: the figures in the README
-    python bench.py --device=cuda --dtype=bfloat16 --threads=0
-    python bench.py --gsm8k         # only the GSM8K-like update (about a minute on one CPU thread)
-    python bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
-    python bench.py --rewards       # reward.score's time per call under both graders, next to math-verify's
-    python bench.py --gpu           # on a GPU: the real kernels checked against fp32, tokens/s, peak memory
+    python tools/bench.py                 # CPU, fp32, 1 thread: the figures in the README
+    python tools/bench.py --device=cuda --dtype=bfloat16 --threads=0
+    python tools/bench.py --gsm8k         # only the GSM8K-like update (about a minute on one CPU thread)
+    python tools/bench.py --memory        # GPU memory of the paper's three models, estimated without a GPU
+    python tools/bench.py --rewards       # reward.score's time per call under both graders, next to math-verify's
+    python tools/bench.py --gpu           # on a GPU: the real kernels checked against fp32, tokens/s, peak memory
 
 Shapes: (1) the built-in task's policy at its default GRPO rollout shape, 32 prompts x 8 rollouts;
 (2) a ~3M-parameter random Qwen2 at batch 64 with 64 new tokens. Both samplers produce exactly
@@ -26,10 +26,14 @@ tensors alive at the peak. CPU autocast and SDPA keep what CUDA's do (bf16 matmu
 attention kernel that saves no T x T matrix), so this stands in for a GPU measurement; what it
 cannot see is the CUDA caching allocator's fragmentation and the CUDA context (~0.5 GB).
 """
-import argparse
 import os
-import statistics
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: the code this tool drives
+sys.path.insert(0, ROOT)
+
+import argparse
+import statistics
 import tempfile
 import time
 
@@ -37,10 +41,10 @@ import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
-import flash
-from checks import PAPER_MODELS
-from configurator import die
-from distributed import micro_batches
+from machinery import flash
+from machinery.checks import PAPER_MODELS
+from machinery.cli import die
+from machinery.distributed import micro_batches
 from model import Transformer, kv_cache_bytes, positions, token_logprobs
 from rollout import Rollout, generate
 
@@ -253,7 +257,7 @@ def bench_rewards(repeat=5):
     import reward
     solution = ("Let's think step by step. The first part gives $3 \\times 4 = 12$ and the second $12 + 7 = 19$, "
                 "so what is left is $19 - 5 = 14$. ") * 4
-    corpus = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "data", "math_corpus.tsv")
+    corpus = os.path.join(ROOT, "tests", "data", "math_corpus.tsv")
     rows = [line.rstrip("\n").split("\t") for line in open(corpus, encoding="utf-8") if not line.startswith("#")]
     cases = {"math": [(f"{solution}So the answer is $\\boxed{{{pred}}}$.", gold) for _, _, gold, pred in rows]}
     rng, cases["gsm8k"] = random.Random(0), []

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 
 import torch
 
-import distributed as ddp
+from machinery import distributed as ddp
 from loss import mismatch
 from model import token_logprobs
 

@@ -13,10 +13,10 @@ import sys
 import pytest
 import torch
 
-import checkpoint
+from machinery import checkpoint
 import evaluate
-import report
-from report import Reporter
+from machinery import report
+from machinery.report import Reporter
 from test_faults import (ENV, FAST, ROOT, TINY, base_run, evaluate_main, fails, log_steps, one_error, run_copy,
                          snapshot, train_main)
 
@@ -204,12 +204,12 @@ def test_a_run_whose_stdout_pipe_closes_goes_on(tmp_path):
 
 
 def test_a_listing_whose_reader_closes_the_pipe_ends_quietly():
-    """`python exercises.py list | head -c 0`: the reader has gone (its end is closed before the program writes,
+    """`python tools/exercises.py list | head -c 0`: the reader has gone (its end is closed before the program writes,
     so the write surely fails), and the program ends without a BrokenPipeError traceback or Python's "Exception
     ignored" note (configurator.quiet_interrupt, as for every entry point)."""
     read, write = os.pipe()
     os.close(read)
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "exercises.py"), "list"], env=ENV, cwd=ROOT,
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools/exercises.py"), "list"], env=ENV, cwd=ROOT,
                        stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
     os.close(write)
     assert p.returncode == 1 and p.stderr == "", p.stderr
@@ -249,7 +249,7 @@ def test_evaluate_on_a_full_disk_keeps_the_earlier_result(tmp_path, monkeypatch,
 # -----------------------------------------------------------------------------
 # 15. one run at a time in an out_dir
 
-HOLD = ("import sys; sys.path.insert(0, {root!r}); import checkpoint; checkpoint.claim({out!r}); "
+HOLD = ("import sys; sys.path.insert(0, {root!r}); from machinery import checkpoint; checkpoint.claim({out!r}); "
         "print('held', flush=True); sys.stdin.read()")
 
 

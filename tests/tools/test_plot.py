@@ -168,12 +168,12 @@ def test_paired_curve_is_the_mean_difference_at_each_step(tmp_path):
 # -----------------------------------------------------------------------------
 # bad input: one line and exit 2, or (damaged log lines) a warning, as train.py's resume reads a log; nothing lost
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def plot_cli(*argv):
     """plot.py as a user runs it, without matplotlib's figure: (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; import plot; plot.main()",
+    p = subprocess.run([sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; sys.path.insert(0, 'tools'); import plot; plot.main()",
                         *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
@@ -263,7 +263,7 @@ def test_a_run_json_of_another_program_leaves_the_seed_unknown(tmp_path):
 
 
 def test_help_ends_its_sentences():
-    p = subprocess.run([sys.executable, "plot.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "tools/plot.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     description = p.stdout.split("\n\n")[1]
     assert p.returncode == 0 and description.rstrip().endswith("t-interval."), description
 

@@ -12,15 +12,15 @@ import sys
 import torch
 
 import data
-import distributed as ddp
-import flash
+from machinery import distributed as ddp
+from machinery import flash
 import reward
 from advantage import ESTIMATORS
-from configurator import die
-from head import LOGIT_CHUNK
+from machinery.cli import die
+from machinery.head import LOGIT_CHUNK
 from loss import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
 from model import kv_cache_bytes, read_hf_config
-from precision import DTYPES
+from machinery.precision import DTYPES
 
 # the smallest sampling temperature: logits / temperature, and the difference of two of them (softmax subtracts
 # the largest), must stay finite in float32 and bfloat16 (both max 3.4e38) for logits up to MAX_LOGIT in size,

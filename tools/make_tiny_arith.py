@@ -1,7 +1,7 @@
 """
 Makes assets/tiny-arith: the base policy of the built-in arithmetic task, in Hugging Face format.
 
-    python make_tiny_arith.py            # ~2-5 minutes on a 2-core CPU, deterministic
+    python tools/make_tiny_arith.py            # ~2-5 minutes on a 2-core CPU, deterministic
 
 A character-level tokenizer and a 0.86M-parameter Qwen2-architecture model get a short
 supervised warm-up on addition problems that are in neither the train nor the test split.
@@ -9,6 +9,11 @@ Warm-up stops as soon as sampled pass@1 on a separate dev set reaches `target`, 
 policy is partly competent (it sometimes adds right at temperature 1) and RL has headroom.
 """
 import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: the code this tool drives
+sys.path.insert(0, ROOT)
+
 import random
 import shutil
 

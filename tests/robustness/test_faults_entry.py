@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-import checks
+from machinery import checks
 import data
 import train
 from configurator import configure
@@ -139,8 +139,8 @@ sys.meta_path.insert(0, CtrlC())
 
 
 @pytest.mark.parametrize("script, argv, target", [("train.py", [], "torch"), ("evaluate.py", [], "torch"),
-                                                  ("sweep.py", ["minimal"], "torch"), ("plot.py", ["out"], "numpy"),
-                                                  ("exercises.py", ["list"], "shlex")], ids=lambda v: str(v))
+                                                  ("tools/sweep.py", ["minimal"], "torch"), ("tools/plot.py", ["out"], "numpy"),
+                                                  ("tools/exercises.py", ["list"], "shlex")], ids=lambda v: str(v))
 def test_ctrl_c_during_the_imports_is_one_line(script, argv, target, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(CTRL_C.format(target=target))  # Python runs it before the script
     env = dict(ENV, PYTHONPATH=str(tmp_path))

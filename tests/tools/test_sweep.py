@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-import checkpoint
+from machinery import checkpoint
 import plot
 import sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIPELINE = "config/minimal.py,config/grpo_8rollouts.py"
 TINY = ["--max_steps=2", "--eval_interval=1", "--eval_problems=16", "--batch_size=4"]
 GROUPS = ("minimal", "grpo_8rollouts")
@@ -21,7 +21,7 @@ GROUPS = ("minimal", "grpo_8rollouts")
 
 def run_sweep(out, pipeline=PIPELINE):
     """sweep.py as a user runs it: (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "sweep.py", pipeline, "--seeds=2", f"--out={out}", *TINY], cwd=ROOT,
+    p = subprocess.run([sys.executable, "tools/sweep.py", pipeline, "--seeds=2", f"--out={out}", *TINY], cwd=ROOT,
                        capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
@@ -129,7 +129,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_from_it(swept, tmp_path):
     assert without_times(killed / "log.jsonl") == want  # as if it had never stopped (resume is exact)
     for f in out.glob("*/seed0/done.json"):
         f.unlink()  # stopped midway, then asked for with other args: its checkpoint is not theirs
-    p = subprocess.run([sys.executable, "sweep.py", PIPELINE, "--seeds=1", f"--out={out}", *TINY, "--top_k=50"],
+    p = subprocess.run([sys.executable, "tools/sweep.py", PIPELINE, "--seeds=1", f"--out={out}", *TINY, "--top_k=50"],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count(": start") == 2 and "resume" not in p.stdout
 
@@ -364,7 +364,7 @@ def one_error_line(rc, err, *words):
 
 
 def sweep_cli(*argv):
-    p = subprocess.run([sys.executable, "sweep.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "tools/sweep.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -404,7 +404,7 @@ def test_help_shows_the_defaults_and_what_out_is(capsys):
 
 def test_the_readmes_plot_examples_read_sweeps_default_out():
     default = sweep.parser().get_default("out")
-    examples = [line for line in open(os.path.join(ROOT, "README.md")) if line.startswith("python plot.py")]
+    examples = [line for line in open(os.path.join(ROOT, "README.md")) if line.startswith("python tools/plot.py")]
     sweep_dirs = [line.split()[2] for line in examples if "sweep dir" in line]
     assert sweep_dirs and all(d == default for d in sweep_dirs), (default, sweep_dirs)
 
@@ -435,7 +435,7 @@ def test_a_safe_knob_keeps_finished_runs_and_max_steps_resumes_them(swept, tmp_p
     same experiment, so a finished sweep stays finished; a longer --max_steps resumes each run."""
     out = copy_of(swept, tmp_path)
     before = mtimes(out)
-    p = subprocess.run([sys.executable, "sweep.py", PIPELINE, "--seeds=2", f"--out={out}", *TINY,
+    p = subprocess.run([sys.executable, "tools/sweep.py", PIPELINE, "--seeds=2", f"--out={out}", *TINY,
                         "--eval_batch_size=64", "--log_samples=4"], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count(": skip, finished") == 4 and ": start" not in p.stdout, p.stderr
     assert mtimes(out) == before  # no run was touched

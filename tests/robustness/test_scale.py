@@ -56,7 +56,7 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, extra, runs):
 
 TEARDOWN_PROBE = """
 import time
-import distributed as ddp
+from machinery import distributed as ddp
 ddp.setup("cpu")
 ddp.all_sum(1.0)  # a collective on a Python-made tensor, as train.py's last ones
 if ddp.rank == 0:

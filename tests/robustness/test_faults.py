@@ -14,15 +14,16 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-import checkpoint
-import checks
+from machinery import checkpoint
+from machinery import checks
 import evaluate
 import model
 import train
-from configurator import configure, die
-from report import Reporter
+from configurator import configure
+from machinery.cli import die
+from machinery.report import Reporter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "assets", "tiny-arith")
 DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
 FAST = ["--max_steps=2", "--eval_interval=2", "--eval_problems=16", "--batch_size=4", f"--init_from={TINY}"]
@@ -612,6 +613,6 @@ def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
 
 
 def test_die_does_not_import_tqdm():
-    code = "import sys, configurator\ntry: configurator.die('x')\nexcept SystemExit: print('tqdm' in sys.modules)"
+    code = "import sys\nfrom machinery import cli\ntry: cli.die('x')\nexcept SystemExit: print('tqdm' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False" and p.stderr == "error: x\n"

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-import checkpoint
-from configurator import die
+from machinery import checkpoint
+from machinery.cli import die
 
 
 def config_lines(config, defaults, out_dir):

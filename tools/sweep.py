@@ -1,10 +1,10 @@
 """
 The papers' experiment pipelines: design choices x seeds through train.py, then their table and curves (plot.py).
 
-    python sweep.py rollouts                      # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
-    python sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: the paper's runs, in turn
-    python sweep.py budget256 --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
-    python sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
+    python tools/sweep.py rollouts                      # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
+    python tools/sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: the paper's runs, in turn
+    python tools/sweep.py budget256 --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
+    python tools/sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
 PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file):
   rollouts, budget256, batch, extra, replay   the paper's grids (docs/PAPER.md), each entry a paper script
@@ -32,26 +32,31 @@ Args that train.py lets a resume change (checkpoint.SAFE_TO_CHANGE: --eval_batch
 part of the match, but --max_steps is: a longer one resumes a finished run. A finished run of other settings is
 never replaced unless --rerun names its entry: the sweep stops first, in one line.
 """
-from configurator import die, quiet_interrupt, read_config
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: the code this tool drives
+sys.path.insert(0, ROOT)
+
+from configurator import read_config
+from machinery.cli import die, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
 import argparse
 import json
-import os
 import queue
 import re
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import checkpoint
+from machinery import checkpoint
 import plot
 
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+TRAIN = os.path.join(ROOT, "train.py")
 CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a CPU core per run
 # The paper's grids (docs/PAPER.md), each entry a paper script's config (config/*.py names the script), then
 # nanoRFT's extensions. The first entry of a pipeline is its baseline.

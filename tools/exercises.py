@@ -9,32 +9,35 @@ and this tool makes a student copy of the repo with chosen regions replaced by a
 that says what to write and which test checks it. So there is one source of truth: the tests that check the
 student are the tests that check the project (tests/test_exercises.py strips each region and sees them fail).
 
-    python exercises.py list                               # the worksheet's exercises, in order
-    python exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's
-    python exercises.py strip grpo rloo --out ../student   # ... or with the named ones (all rope: all, and rope)
-    cd ../student && python exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
-    python exercises.py check all                          # every exercise: a table to grade from (--json: JSON)
+    python tools/exercises.py list                               # the worksheet's exercises, in order
+    python tools/exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's
+    python tools/exercises.py strip grpo rloo --out ../student   # ... or with the named ones (all rope: all, and rope)
+    cd ../student && python tools/exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
+    python tools/exercises.py check all                          # every exercise: a table to grade from (--json: JSON)
 
 `check NAME` runs pytest with --exercise=NAME: a test that stops at another exercise's raise is then skipped as
 "blocked by exercise Y" rather than failed (tests/conftest.py), so each exercise is judged by its own code only.
 EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
 """
-from configurator import die, quiet_interrupt
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: the code this tool drives
+sys.path.insert(0, ROOT)
+
+from machinery.cli import die, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
 import ast
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 # the worksheet's order (EXERCISES.md): the step's core first, with the pieces train.py runs every step (loss, pass@k,
 # coverage) done before the first training experiment, then the design choices, then the model's machinery
 ORDER = ("reinforce", "pass_at_k", "coverage_regret", "grpo", "rloo", "aggregate", "gsm8k", "ppo_clip", "k3",
@@ -61,8 +64,10 @@ class Exercise:
 
 
 def source_files(root=ROOT):
-    """The repo's Python files that may hold markers: those at the top level (tests/ holds none)."""
-    return sorted(f for f in os.listdir(root) if f.endswith(".py") and f != "exercises.py")
+    """The repo's Python files that may hold markers: the reading path (the root) and machinery/ (tests/ and
+    tools/ hold none)."""
+    return sorted(os.path.join(d, f) if d else f for d in ("", "machinery")
+                  for f in os.listdir(os.path.join(root, d)) if f.endswith(".py"))
 
 
 def parse(path, text):
@@ -147,7 +152,7 @@ def stripped(text, exercises):
         indent = first[:len(first) - len(first.lstrip())]
         head = f"{indent}raise NotImplementedError("
         message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ",
-                                               f"check with: python exercises.py check {ex.name} ({ex.command()})")]
+                                               f"check with: python tools/exercises.py check {ex.name} ({ex.command()})")]
         lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
     return "".join(lines)
 
@@ -175,7 +180,7 @@ def chosen(names, exercises):
     """The exercises that `names` asks for, in worksheet order: "all" is every one but ON_REQUEST."""
     unknown = [n for n in names if n != "all" and n not in exercises]
     if unknown:
-        die(f"unknown exercise {unknown[0]!r}; `python exercises.py list` shows them (or use 'all')")
+        die(f"unknown exercise {unknown[0]!r}; `python tools/exercises.py list` shows them (or use 'all')")
     return [n for n in exercises if n in names or ("all" in names and n not in ON_REQUEST)]
 
 
@@ -307,7 +312,7 @@ def check(names, root=ROOT, as_json=False):
     names = list(exercises) if names == ["all"] else names
     for n in names:
         if n not in exercises:
-            die(f"unknown exercise {n!r}; `python exercises.py list` shows them")
+            die(f"unknown exercise {n!r}; `python tools/exercises.py list` shows them")
     results = []
     for n in names:
         if not as_json:
@@ -330,7 +335,7 @@ def check(names, root=ROOT, as_json=False):
 
 
 def main(argv):
-    usage = ("usage: python exercises.py list | strip all|NAME [NAME ...] --out DIR | check all|NAME [NAME ...] "
+    usage = ("usage: python tools/exercises.py list | strip all|NAME [NAME ...] --out DIR | check all|NAME [NAME ...] "
              "[--json]")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + usage)
@@ -358,7 +363,7 @@ def main(argv):
         print(f"wrote a student copy to {out[0]} with {len(done)} exercise(s) to do: "
               f"{', '.join(ex.name for ex in done)}" + (f" ({', '.join(kept)} stay solved: name them to strip them "
                                                          f"too)" if kept else "") +
-              ". Start with EXERCISES.md there; `python exercises.py check NAME` runs an exercise's tests.")
+              ". Start with EXERCISES.md there; `python tools/exercises.py check NAME` runs an exercise's tests.")
     elif cmd == "check":
         names = [a for a in args if a != "--json"]
         if not names:

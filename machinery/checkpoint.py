@@ -23,8 +23,8 @@ import sys
 import torch
 from safetensors import SafetensorError
 
-import distributed as ddp
-from configurator import die
+from machinery import distributed as ddp
+from machinery.cli import die
 
 # knobs that may differ on --init_from=resume: they change how a run is executed or reported, not what it
 # computes (samples are seeded per prompt, so sampler and micro-batch sizes don't change them)

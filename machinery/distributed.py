@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from configurator import die
+from machinery.cli import die
 from rollout import pad_left
 
 rank, world = 0, 1
