@@ -17,7 +17,10 @@ from test_data import GSM8K, LIGHTEVAL, QWEN_TEMPLATE, char_tokenizer, quiet_pri
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = {k: getattr(train, k) for k in train.config_keys}
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*-*b_*.py")))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "paper", "*-*b_*.py")))
+# every config file, named by its path in config/ without ".py" ("minimal", "paper/rollouts_16")
+NAMES = sorted(os.path.relpath(f, os.path.join(ROOT, "config"))[:-3]
+               for f in glob.glob(os.path.join(ROOT, "config", "**", "*.py"), recursive=True))
 
 # docs/PAPER.md "Every run": what every paper script sets (verl's defaults where a script is silent)
 EVERY_RUN = dict(
@@ -42,22 +45,24 @@ def grpo(b, n):
     return dict(batch_size=b, rollouts=n, advantage="grpo" if n > 1 else "none")
 
 
-# docs/PAPER.md "The grids": config -> (the paper script it reproduces, its settings beyond EVERY_RUN)
+# docs/PAPER.md "The grids": config -> (the paper script it reproduces, its settings beyond EVERY_RUN). A script
+# shared by several grids has one config: 32 x 1 is minimal.py (rollouts grid), 32 x 8 is grpo_8rollouts.py
+# (rollouts, budget and batch grids); the other grid points are in config/paper/.
 GRID = {"minimal": ("run_grpo_0032_1_qwen0.5b_gsm.sh", grpo(32, 1)),
-        **{f"rollouts_{n}": (f"run_grpo_0032_{n}_qwen0.5b_gsm.sh", grpo(32, n)) for n in (1, 8, 16, 32, 64)},
-        **{f"budget256_{b}x{n}": (f"run_grpo_{b:04d}_{n}_qwen0.5b_{'math' if b in (64, 128) else 'gsm'}.sh",
-                                  grpo(b, n))
-           for b, n in ((1, 256), (2, 128), (4, 64), (8, 32), (16, 16), (32, 8), (64, 4), (128, 2), (256, 1))},
-        **{f"batch_{b}x8": (f"run_grpo_{b:04d}_8_qwen0.5b_gsm.sh", grpo(b, 8)) for b in (64, 128)},
+        "grpo_8rollouts": ("run_grpo_0032_8_qwen0.5b_gsm.sh", grpo(32, 8)),
+        **{f"paper/rollouts_{n}": (f"run_grpo_0032_{n}_qwen0.5b_gsm.sh", grpo(32, n)) for n in (16, 32, 64)},
+        **{f"paper/budget256_{b}x{n}": (f"run_grpo_{b:04d}_{n}_qwen0.5b_{'math' if b in (64, 128) else 'gsm'}.sh",
+                                        grpo(b, n))
+           for b, n in ((1, 256), (2, 128), (4, 64), (8, 32), (16, 16), (64, 4), (128, 2), (256, 1))},
+        **{f"paper/batch_{b}x8": (f"run_grpo_{b:04d}_8_qwen0.5b_gsm.sh", grpo(b, 8)) for b in (64, 128)},
         "extra_sampling": ("run_onerpo_0032_1_7_qwen0.5b_gsm.sh",
                            dict(batch_size=32, rollouts=1, extra_rollouts=7, advantage="extra")),
-        **{f"replay_{b}x{n}": (f"run_asyttgrpo_{b:04d}_{n}_8_qwen0.5b_gsm.sh",
-                               dict(batch_size=b, rollouts=n, advantage="replay", replay_window=8))
+        **{f"paper/replay_{b}x{n}": (f"run_asyttgrpo_{b:04d}_{n}_8_qwen0.5b_gsm.sh",
+                                     dict(batch_size=b, rollouts=n, advantage="replay", replay_window=8))
            for b, n in ((64, 4), (128, 2), (256, 1), (512, 1), (1024, 1), (2048, 1))}}
 # nanoRFT's configs beyond the paper's scripts: what each changes from EVERY_RUN (and nothing else)
 EXTENSIONS = {
     "raw_rollouts_8": dict(batch_size=32, rollouts=8, advantage="none"),
-    "grpo_8rollouts": grpo(32, 8),
     "one_problem": dict(train_problems=1, batch_size=1, rollouts=1, advantage="none"),
     "gspo": dict(grpo(32, 8), ratio_level="sequence", clip_low=3e-4, clip_high=4e-4, minibatches=4,
                  loss_agg="seq_mean_token_mean"),
@@ -108,9 +113,22 @@ def test_extension_configs_change_only_what_they_say(name):
 
 def test_every_config_is_in_a_table_here():
     """A new paper or extension config must join GRID or EXTENSIONS (or the older configs' list) to be checked."""
-    older = {"paper", "sweep_cpu", "dapo", "dr_grpo", "kl_k3", "ppo_clip", "reinforce_pp", "rloo"}
-    names = {os.path.basename(f)[:-3] for f in glob.glob(os.path.join(ROOT, "config", "*.py"))}
-    assert names - {os.path.basename(c)[:-3] for c in CONFIGS} - older == set(GRID) | set(EXTENSIONS)
+    older = {"paper/paper", "sweep_cpu", "dapo", "dr_grpo", "kl_k3", "ppo_clip", "reinforce_pp", "rloo"}
+    models = {"paper/" + os.path.basename(c)[:-3] for c in CONFIGS}
+    assert set(NAMES) - models - older == set(GRID) | set(EXTENSIONS)
+
+
+@pytest.mark.parametrize("base", ["", "sweep_cpu", "paper/qwen2.5-0.5b_gsm8k"], ids=lambda b: b or "alone")
+def test_no_two_config_files_are_the_same_run(base):
+    """A setting has one file, so a user, the sweeps and the docs never meet two names for one run (32 x 8 is a
+    point of three grids, and one file). Alone, every file resolves to its own settings; after a base (the CPU
+    one, a model config), every design-choice config does (the bases are what the others compose after)."""
+    bases = {"sweep_cpu", "paper/paper", *("paper/" + os.path.basename(c)[:-3] for c in CONFIGS)}
+    seen = {}
+    for name in NAMES if not base else sorted(set(NAMES) - bases):
+        c = configure(DEFAULTS, ([cfg(base)] if base else []) + [cfg(name)])
+        seen.setdefault(tuple(sorted(c.items())), []).append(name)
+    assert [names for names in seen.values() if len(names) > 1] == []
 
 
 def test_at_one_rollout_grpo_is_the_raw_reward():
@@ -132,10 +150,10 @@ def test_the_cpu_base_keeps_the_papers_update_and_says_what_it_changes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family, config", [("qwen2", "qwen2.5-0.5b_gsm8k"), ("llama", "llama3.2-1b_math"),
-                                            ("olmo2", "olmo2-1b_gsm8k")])
+@pytest.mark.parametrize("family, config", [("qwen2", "paper/qwen2.5-0.5b_gsm8k"),
+                                            ("llama", "paper/llama3.2-1b_math"), ("olmo2", "paper/olmo2-1b_gsm8k")])
 def test_a_paper_config_trains_end_to_end_on_local_files(family, config, tmp_path):
-    """The GPU recipe on a CPU: a paper config + rollouts_8.py (KL to the reference included) with a local tiny
+    """The GPU recipe on a CPU: a paper config + grpo_8rollouts.py (KL to the reference included) with a local tiny
     model of the family (chat template included) and local data in the hub's schema; only sizes are overridden."""
     import json
 
@@ -148,7 +166,7 @@ def test_a_paper_config_trains_end_to_end_on_local_files(family, config, tmp_pat
     write(rows, str(tmp_path / "data" / "train.parquet"))
     write(rows, str(tmp_path / "data" / "test.jsonl"))
     out = tmp_path / "out"
-    args = [cfg(config), cfg("rollouts_8"), f"--init_from={model_dir}", f"--data_path={tmp_path / 'data'}",
+    args = [cfg(config), cfg("grpo_8rollouts"), f"--init_from={model_dir}", f"--data_path={tmp_path / 'data'}",
             f"--out_dir={out}", "--device=cpu", "--batch_size=2", "--max_steps=2", "--eval_interval=2",
             "--max_new_tokens=12", "--eval_batch_size=2"]
     train.__dict__.update(configure(DEFAULTS, args))

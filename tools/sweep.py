@@ -1,36 +1,29 @@
 """
-The papers' experiment pipelines: design choices x seeds through train.py, then their table and curves (plot.py).
+The papers' experiment pipelines: design choices x seeds through train.py, then their table and curves.
 
-    python tools/sweep.py rollouts                      # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
-    python tools/sweep.py rollouts --base=config/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU: the paper's runs, in turn
-    python tools/sweep.py budget256 --base=config/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # 4 runs at a time, a GPU each
+    python tools/sweep.py rollouts           # CPU: config/sweep_cpu.py's budget, 3 seeds, 2 runs at a time
+    python tools/sweep.py rollouts --base=config/paper/qwen2.5-0.5b_gsm8k.py --jobs=1   # one GPU, in turn
+    python tools/sweep.py budget256 --base=config/paper/qwen2.5-0.5b_gsm8k.py --gpus=0,1,2,3   # a run per GPU
     python tools/sweep.py config/minimal.py,config/rloo.py --seeds=2 --max_steps=50
 
-PIPELINE is a name in PIPELINES or comma-separated config files (an entry each, named after the file):
-  rollouts, budget256, batch, extra, replay   the paper's grids (docs/PAPER.md), each entry a paper script
-  one_problem   the sibling paper's layers: 1 problem x 1 rollout (raw reward), + rollouts, + GRPO's advantage,
-                + 32 problems, + all problems, + 32 prompts per step (the paper's GRPO run); each vs the last
-  advantage, loss   nanoRFT's extensions: estimators on the same 32 x 8 responses; loss aggregations, and
-                PPO / GSPO / CISPO at 4 updates per step
-  precision     the sampler/trainer gap on the minimal baseline: fp32; a bf16 sampler with an fp32 trainer, bare,
-                with TIS and with MIS; all-bf16; all-fp16 with a loss scaler
-  top_p         the minimal baseline sampling at top_p = 0.8, its log-probs of the full softmax or the truncated one
-  all           each distinct setting of the others once
-A pipeline starts from its baseline (its first entry) and changes one design choice per entry; plot.py compares
-each entry with the baseline, or with the entry REFERENCES pairs it with (replay_64x4 with budget256_64x4: same
-batch x rollouts, no replay), seed by seed. Each run is `train.py BASE ENTRY [CPU steps] --seed=S EXTRA`, where
-EXTRA are this command's other --key=value args, and [CPU steps] cuts an expensive entry's max_steps on the CPU
-base (CPU_STEPS). Run this from the repo root: config paths are relative to it.
+PIPELINE is a name in pipelines.py (the paper's grids rollouts, budget256, batch, extra, replay; the sibling
+paper's one_problem; nanoRFT's advantage, loss, precision, top_p; all: each distinct setting once), or
+comma-separated config files (an entry each, named after the file). A pipeline starts from its baseline (its
+first entry) and changes one design choice per entry; plot.py compares each entry with the baseline, or with
+the entry pipelines.REFERENCES pairs it with, seed by seed. Each run is `train.py BASE ENTRY [CPU steps]
+--seed=S EXTRA`, where EXTRA are this command's other --key=value args, and [CPU steps] cuts an expensive
+entry's max_steps on the CPU base (pipelines.CPU_STEPS). Run this from the repo root: config paths are
+relative to it.
 
 Layout: {out}/pipeline.json (entry order, baseline, references: plot.py reads them), {out}/{entry}/seed{S}/ is
 the run's out_dir (log.jsonl, ckpt/, train.out: its command, stdout and stderr, run.json: its args and config
 files' text, done.json: the same, written when it exits 0), and {out}/results.md (+ results.png) sums up the
 pipeline. A run whose done.json matches its args and config files' text, and whose log ends with an
-evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped midway resumes from
-its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over (--overwrite=True).
-Args that train.py lets a resume change (checkpoint.SAFE_TO_CHANGE: --eval_batch_size, --device, ...) are not
-part of the match, but --max_steps is: a longer one resumes a finished run. A finished run of other settings is
-never replaced unless --rerun names its entry: the sweep stops first, in one line.
+evaluation, is finished and skipped, so a stopped sweep goes on where it was; a run stopped midway resumes
+from its last checkpoint (train.py --init_from=resume) if its run.json matches, else starts over
+(--overwrite=True). Args that train.py lets a resume change (checkpoint.SAFE_TO_CHANGE: --eval_batch_size,
+--device, ...) are not part of the match, but --max_steps is: a longer one resumes a finished run. A finished
+run of other settings is never replaced unless --rerun names its entry: the sweep stops first, in one line.
 """
 import os
 import sys
@@ -54,88 +47,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from machinery import checkpoint
+from pipelines import CPU_BASE, CPU_STEPS, PIPELINES, REFERENCES
 import plot
 
 TRAIN = os.path.join(ROOT, "train.py")
-CPU_BASE = "config/sweep_cpu.py"  # the default --base: the built-in task on a CPU core per run
-# The paper's grids (docs/PAPER.md), each entry a paper script's config (config/*.py names the script), then
-# nanoRFT's extensions. The first entry of a pipeline is its baseline.
-PAIRS = [(64, 4), (128, 2), (256, 1), (512, 1), (1024, 1), (2048, 1)]  # the paper's replay points, window 8
-PIPELINES = {
-    # 32 prompts x n rollouts, GRPO (n = 1: the raw reward, the minimalist baseline)
-    "rollouts": {"minimal": ["config/minimal.py"],  # = rollouts_1.py: one name per setting, so runs are shared
-                 **{f"rollouts_{n}": [f"config/rollouts_{n}.py"] for n in (8, 16, 32, 64)}},
-    # 256 responses per step: from the minimalist 256 prompts x 1 rollout to 1 prompt x 256 rollouts
-    # (its 32 x 8 point is rollouts_8: one name per setting)
-    "budget256": {name: [f"config/{name}.py"] for name in (f"budget256_{b}x{256 // b}" if b != 32 else "rollouts_8"
-                                                           for b in (256, 128, 64, 32, 16, 8, 4, 2, 1))},
-    # more prompts at 8 rollouts each
-    "batch": {"rollouts_8": ["config/rollouts_8.py"], "batch_64x8": ["config/batch_64x8.py"],
-              "batch_128x8": ["config/batch_128x8.py"]},
-    # 1 trained rollout + 7 for the baseline only, between the minimal run (1 sampled) and GRPO (8 sampled and trained)
-    "extra": {"minimal": ["config/minimal.py"], "extra_sampling": ["config/extra_sampling.py"],
-              "rollouts_8": ["config/rollouts_8.py"]},
-    # each replay point next to the same batch x rollouts without replay (REFERENCES pairs them)
-    "replay": {name: cfg for b, n in PAIRS for name, cfg in (
-        (f"budget256_{b}x{n}", [f"config/budget256_{b}x{n}.py"]) if b <= 256 else
-        (f"minimal_{b}x1", ["config/minimal.py", f"--batch_size={b}"]),
-        (f"replay_{b}x{n}", [f"config/replay_{b}x{n}.py"]))},
-    # the sibling paper's layers, one at a time, each entry its predecessor plus one change (REFERENCES)
-    "one_problem": {
-        "one_problem": ["config/one_problem.py"],  # 1 problem, 1 prompt x 1 rollout per step, raw reward
-        "one_problem_8rollouts_raw": ["config/one_problem.py", "--rollouts=8"],  # + rollouts
-        "one_problem_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo"],  # + advantage
-        "32problems_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo",
-                                      "--train_problems=32"],  # + problems (still 1 per step)
-        "all_problems_8rollouts_grpo": ["config/one_problem.py", "--rollouts=8", "--advantage=grpo",
-                                        "--train_problems=0"],  # + all problems
-        "rollouts_8": ["config/rollouts_8.py"]},  # + batch: 32 prompts per step, the paper's GRPO run
-    # nanoRFT's extension, not the paper's: advantage estimators on the same 32 x 8 responses
-    "advantage": {name: [f"config/{name}.py"]
-                  for name in ("raw_rollouts_8", "rollouts_8", "dr_grpo", "rloo", "reinforce_pp")},
-    # nanoRFT's extension: loss aggregations of GRPO's one update per step, then 4 updates per step (minibatches)
-    # with PPO's token ratio, GSPO's sequence ratio and CISPO's clipped weight (REFERENCES: those vs PPO's)
-    "loss": {"rollouts_8": ["config/rollouts_8.py"],  # GRPO, token-mean, 1 update per step (= grpo_8rollouts.py)
-             **{agg: ["config/grpo_8rollouts.py", f"--loss_agg={agg}"]
-                for agg in ("seq_mean_token_mean", "seq_sum_norm")},
-             "ppo_4minibatches": ["config/grpo_8rollouts.py", "--minibatches=4"],
-             "gspo": ["config/gspo.py"], "cispo": ["config/cispo.py"]},
-    # nanoRFT's extension: the sampler/trainer gap (issue 21) on the minimalist baseline. A bf16 sampler against
-    # an fp32 trainer makes the gap on purpose; TIS and MIS correct it (REFERENCES: vs the bare gap)
-    "precision": {"fp32": ["config/minimal.py"],
-                  "bf16_sampler": ["config/minimal.py", "--sampler_dtype=bfloat16"],
-                  "bf16_sampler_tis": ["config/minimal.py", "--sampler_dtype=bfloat16", "--is_correction=tis"],
-                  "bf16_sampler_mis": ["config/minimal.py", "--sampler_dtype=bfloat16", "--is_correction=mis"],
-                  "bf16": ["config/minimal.py", "--dtype=bfloat16"],
-                  "fp16": ["config/minimal.py", "--dtype=float16"]},
-    # nanoRFT's extension: nucleus sampling's ratio bias (issue 21): top_p = 0.8 scored under the full softmax (the
-    # default, verl/TRL) and under the truncated one it samples from (REFERENCES: vs the default)
-    "top_p": {"minimal": ["config/minimal.py"], "top_p80": ["config/minimal.py", "--top_p=0.8"],
-              "top_p80_truncated": ["config/minimal.py", "--top_p=0.8", "--truncated_logprobs=True"]},
-}
-# every distinct setting once, the minimalist baseline first (an entry's name means one setting in every
-# pipeline, and a setting has one name, so `all` and the pipelines share their runs in one --out)
-PIPELINES["all"] = {"minimal": PIPELINES["extra"]["minimal"],
-                    **{name: cfg for entries in list(PIPELINES.values()) for name, cfg in entries.items()}}
-# entries compared with another entry than their pipeline's baseline (plot.py's paired differences)
-TWINS = {f"replay_{b}x{n}": f"budget256_{b}x{n}" if b <= 256 else f"minimal_{b}x1" for b, n in PAIRS}
-REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  # a twin itself: not compared
-              "one_problem": dict(zip(list(PIPELINES["one_problem"])[1:], PIPELINES["one_problem"])),  # vs the last
-              "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches"),
-              "precision": dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler"),
-              "top_p": dict(top_p80_truncated="top_p80")}
-# in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8), and a twin, is
-# compared with minimal
-REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()
-                     if e != r and sum(e in entries for name, entries in PIPELINES.items() if name != "all") == 1}
-# On the CPU base, the entries sampling more than 256 responses per step run fewer steps, so that a pipeline
-# takes tens of minutes on 2 cores (estimates in the README). Steps stay multiples of 25, the base's
-# eval_interval, so each entry's last step is also evaluated by the 150-step runs it is compared with; the
-# replay points keep ~20 visits per prompt of the 2000 training problems (512 x 75, 1024 x 50, 2048 x 25).
-# The precision entries run 100 steps, their fp32 reference too: CPU autocast in bf16/fp16 is ~5-10x slower.
-CPU_STEPS = {"rollouts_32": 75, "rollouts_64": 75, "batch_128x8": 75, "minimal_512x1": 75, "replay_512x1": 75,
-             "minimal_1024x1": 50, "replay_1024x1": 50, "minimal_2048x1": 25, "replay_2048x1": 25,
-             **{name: 100 for name in PIPELINES["precision"]}}
 SWEEP_FILES = {"run.json", "train.out", "done.json"}  # what sweep.py itself writes in a run's dir
 # --key=value args left out when two runs are compared: those a resume may change (train.py's own list), and
 # for a finished run, which ran to its max_steps, those but max_steps (a longer one resumes it)
@@ -151,7 +66,7 @@ def say(msg):
 
 
 def pipeline_entries(spec):
-    """{entry name: [config files and --key=value overrides]} of a pipeline name or comma-separated configs."""
+    """{entry name: [config files and --key=value overrides]} of a pipeline name or comma-separated files."""
     if spec in PIPELINES:
         return PIPELINES[spec]
     files = spec.split(",")
@@ -233,7 +148,7 @@ def has_checkpoint(run_dir):
 
 
 def done_record(run_dir):
-    """The done.json of a run that exited 0 and whose log ends with an evaluation (with any args), else None."""
+    """The done.json of a run that exited 0 and whose log ends with an evaluation (any args), else None."""
     done = read_json(os.path.join(run_dir, "done.json"))
     return done if done is not None and final_test(run_dir) is not None else None
 
@@ -241,7 +156,8 @@ def done_record(run_dir):
 def finished(run):
     """The done.json of a finished run of these same args and configs (but SAME_RESULT's), else None."""
     done = done_record(run["dir"])
-    return done if done is not None and same(done.get("fingerprint"), run["fingerprint"], SAME_RESULT) else None
+    fresh = done is not None and same(done.get("fingerprint"), run["fingerprint"], SAME_RESULT)
+    return done if fresh else None
 
 
 def replaced(run):
@@ -252,8 +168,8 @@ def replaced(run):
 
 def resumable(run):
     """Whether the run's checkpoint is one of these args and configs (but RESUMABLE's): train.py resumes it."""
-    return has_checkpoint(run["dir"]) and same(read_json(os.path.join(run["dir"], "run.json")), run["fingerprint"],
-                                               RESUMABLE)
+    started = read_json(os.path.join(run["dir"], "run.json"))
+    return has_checkpoint(run["dir"]) and same(started, run["fingerprint"], RESUMABLE)
 
 
 def run_one(run):
@@ -289,8 +205,8 @@ def run_one(run):
             out.flush()
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
     except OSError as e:
-        die(f"cannot write {os.path.join(run['dir'], 'train.out')} ({e.strerror}); free some space or make --out "
-            f"writable, then run the same command again")
+        die(f"cannot write {os.path.join(run['dir'], 'train.out')} ({e.strerror}); free some space or make "
+            f"--out writable, then run the same command again")
     finally:
         if gpu is not None:
             run["free_gpus"].put(gpu)
@@ -315,7 +231,8 @@ def parser():
     p.add_argument("--gpus", default="", help="comma-separated GPU ids: a run on each at a time, sets --jobs "
                                               "(default: none, the CPU)")
     p.add_argument("--out", default="out/sweep", help="the sweep dir: pipeline.json, ENTRY/seedS/ run dirs, "
-                                                      "results.md and .png; plot.py reads it (default: %(default)s)")
+                                                      "results.md and .png; plot.py reads it "
+                                                      "(default: %(default)s)")
     p.add_argument("--baseline", default="", help="entry the others are compared with (default: the first)")
     p.add_argument("--rerun", default="", help="comma-separated entries whose finished runs of other settings "
                                                "are trained again, replacing them (default: none; the sweep "
@@ -362,15 +279,17 @@ def main(argv=None):
     kept = [r for r in runs if r["name"] not in rerun and replaced(r)]
     if kept:  # hours of work: replaced only when asked for by name
         first = kept[0]
-        what = changes(read_json(os.path.join(first["dir"], "done.json")).get("fingerprint"), first["fingerprint"])
+        old = read_json(os.path.join(first["dir"], "done.json")).get("fingerprint")
+        what = changes(old, first["fingerprint"])
+        names = ",".join(sorted({r["name"] for r in kept}))
         die(f"{len(kept)} finished run(s) in {args.out} were made with other settings ({first['name']}/seed"
-            f"{first['seed']}: {what}); pass --rerun={','.join(sorted({r['name'] for r in kept}))} to train them "
-            f"again and replace them, or another --out")
+            f"{first['seed']}: {what}); pass --rerun={names} to train them again and replace them, or another "
+            "--out")
     baseline = args.baseline or next(iter(entries))
     references = {e: r for e, r in REFERENCES.get(args.pipeline, {}).items() if e in entries and r in entries}
     plot.save(os.path.join(args.out, "pipeline.json"),  # plot.py's order, baseline and pairs
-                   json.dumps(dict(pipeline=args.pipeline, entries=list(entries), baseline=baseline,
-                                   references=references), indent=1))
+              json.dumps(dict(pipeline=args.pipeline, entries=list(entries), baseline=baseline,
+                              references=references), indent=1))
     pool = ThreadPoolExecutor(args.jobs)
     try:
         ok = list(pool.map(run_one, runs))
@@ -384,8 +303,8 @@ def main(argv=None):
     good = [r["dir"] for name in entries for r, fine in zip(runs, ok) if fine and r["name"] == name]
     logged = plot.load_runs(good) if good else {}
     if logged:
-        plot.write(logged, os.path.join(args.out, "results"), baseline if baseline in logged else next(iter(logged)),
-                   references)
+        shown = baseline if baseline in logged else next(iter(logged))
+        plot.write(logged, os.path.join(args.out, "results"), shown, references)
     failed = [f"{r['name']}/seed{r['seed']}" for r, fine in zip(runs, ok) if not fine]
     if failed:
         print(f"error: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)} (see their train.out)",

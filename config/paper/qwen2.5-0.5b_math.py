@@ -1,9 +1,9 @@
 # The paper's setup: Qwen2.5-0.5B-Instruct on MATH: train MATH-lighteval 7500 /
 # test MATH-lighteval's 5000 (the paper's parquet files, not MATH-500): task "math_full".
 # The every-run settings (KL 0.001, lr 1e-6, one update per step, 512/1024 tokens, the paper's grader, eval
-# every 100 steps on both whole splits) are in paper.py. Compose a grid point after this file (README's table:
-# paper script -> command), e.g.:
-#   python train.py config/qwen2.5-0.5b_math.py config/rollouts_8.py
+# every 100 steps on both whole splits) are in paper.py. Compose a design choice after this file (a grid point
+# here or a file of config/), e.g.:
+#   python train.py config/paper/qwen2.5-0.5b_math.py config/grpo_8rollouts.py
 include("paper.py")
 init_from = "Qwen/Qwen2.5-0.5B-Instruct"
 task = "math_full"

@@ -1,6 +1,7 @@
 # The paper's every-run settings (docs/PAPER.md "Every run"), as its scripts set them: github.com/tt725/
 # Bandit-Reinforcement-Fine-tuning, Running-Bash/run_*.sh on verl 0.7-dev (its defaults where a script is silent).
-# Included by the six config/{model}_{task}.py; a design-choice config (one grid point) goes after those.
+# Included by the six model configs beside it ({model}_{task}.py); a design-choice config (a grid point here
+# or a file of config/) goes after those.
 # The grid point sets batch_size, rollouts and advantage; until it does, this is the minimalist baseline
 # 32 x 1 (verl's GRPO at n = 1 is the raw reward: advantage = "none").
 # trainer: one rollout phase, then ONE optimizer step over the whole batch (ppo_mini_batch_size =

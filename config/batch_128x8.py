@@ -1,5 +1,0 @@
-# The paper's batch-size experiment: 128 prompts x 8 rollouts per step, GRPO advantage (32 x 8 is rollouts_8.py).
-# Paper script: run_grpo_0128_8_qwen0.5b_gsm.sh.
-batch_size = 128
-rollouts = 8
-advantage = "grpo"
