@@ -14,13 +14,14 @@ import pytest
 import torch
 
 import exercises
+import markers
 import train
 from configurator import configure
 
 ROOT = exercises.ROOT
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 try:
-    EXERCISES = exercises.find()
+    EXERCISES = markers.find(ROOT)
 except ValueError:  # test_markers_are_well_formed says what is wrong
     EXERCISES = {}
 # python train.py (the baseline, with its evaluation) cannot run while one of these is stripped: the worksheet puts them
@@ -72,24 +73,24 @@ def test_the_bandit_coverage_and_regret_count_solved_prompts_and_wrong_responses
 
 
 def test_markers_are_well_formed():
-    found = exercises.find()  # raises for an unpaired or nested marker, a name used twice, a missing test file
-    assert list(found) == list(exercises.ORDER), "exercises.ORDER must list every marked exercise, in order"
-    before_training = exercises.ORDER[:exercises.ORDER.index("coverage_regret") + 1]
+    found = markers.find(ROOT)  # raises for an unpaired or nested marker, a name used twice, a missing test file
+    assert list(found) == list(markers.ORDER), "markers.ORDER must list every marked exercise, in order"
+    before_training = markers.ORDER[:markers.ORDER.index("coverage_regret") + 1]
     assert BASELINE_NEEDS <= set(before_training) | set(exercises.ON_REQUEST) <= set(found)
     for ex in found.values():
         assert re.fullmatch(r"[a-z][a-z0-9_]*", ex.name) and ex.what and ex.function, ex.name
         assert all(t.startswith("tests/test_") and t.endswith(".py") for t in ex.tests[:-2]), ex.tests
     worksheet = open(os.path.join(ROOT, "EXERCISES.md"), encoding="utf-8").read()
     assert re.findall(r"^## \d+\. .*\(`(\w+)`\)$", worksheet, re.M) == list(found), \
-        "EXERCISES.md's sections must be the exercises, in exercises.ORDER"
+        "EXERCISES.md's sections must be the exercises, in markers.ORDER"
     assert re.findall(r"^\| \d+ \| `(\w+)` \|", worksheet, re.M) == list(found), \
-        "EXERCISES.md's instructor table must list the exercises, in exercises.ORDER"
+        "EXERCISES.md's instructor table must list the exercises, in markers.ORDER"
 
 
 def test_list_prints_the_worksheet_in_order():
     p = subprocess.run([sys.executable, "tools/exercises.py", "list"], cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert p.returncode == 0, p.stderr
-    listed = re.findall(r"^ *\d+\. (\w+) +(\w+\.py):(\S+) ", p.stdout, re.M)
+    listed = re.findall(r"^ *\d+\. (\w+) +([\w/]+\.py):(\S+) ", p.stdout, re.M)
     assert [name for name, _, _ in listed] == list(EXERCISES)
     assert all(EXERCISES[n].path == f and EXERCISES[n].function == fn for n, f, fn in listed)
     assert p.stdout.count("tests: python -m pytest -q tests/") == len(EXERCISES)
@@ -113,17 +114,17 @@ BAD = [
                                                   "empty", "bad_name"])
 def test_malformed_markers_are_refused_with_their_line(text, error):
     with pytest.raises(ValueError, match=re.escape(error)):
-        exercises.parse("f.py", text)
+        markers.parse("f.py", text)
 
 
 def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
     text = ("def f(x):\n    if x:\n        # EXERCISE half: return half of x, a two-line\n"
             "        # header (tests: tests/test_loss.py -k \"half and not whole\")\n        y = x / 2\n\n"
             "        return y\n        # END EXERCISE\n    return 0\n")
-    (ex,) = exercises.parse("f.py", text)
+    (ex,) = markers.parse("f.py", text)
     assert (ex.name, ex.what, ex.function) == ("half", "return half of x, a two-line header", "f")
     assert ex.tests == ["tests/test_loss.py", "-k", "half and not whole"]
-    out = exercises.stripped(text, [ex])
+    out = markers.stripped(text, [ex])
     assert out.splitlines()[:4] == text.splitlines()[:4] and out.splitlines()[-2:] == text.splitlines()[-2:]
     assert "y = x / 2" not in out and out.splitlines()[4].startswith("        raise NotImplementedError(")
     namespace = {}
@@ -137,12 +138,13 @@ def test_strip_replaces_the_region_by_an_indented_raise_and_keeps_the_markers():
 
 @pytest.mark.parametrize("text", ['plain', 'state["solved"]', "it's", 'a \\ backslash', "-k 'a or b'"])
 def test_messages_are_python_literals_of_themselves(text):
-    assert eval(exercises.python_string(text)) == text
+    assert eval(markers.python_string(text)) == text
 
 
 def test_strip_refuses_a_region_inside_an_expression(tmp_path, capsys):
     repo = tmp_path / "repo"
     (repo / "tests").mkdir(parents=True)
+    (repo / "machinery").mkdir()
     (repo / "tests" / "test_x.py").write_text("")
     (repo / "m.py").write_text("x = [\n    # EXERCISE a: the item (tests: tests/test_x.py -k a)\n    1,\n"
                                "    # END EXERCISE\n]\n")
@@ -319,7 +321,7 @@ def test_in_a_worksheet_copy_each_exercise_solved_alone_passes_its_check(name, s
     by the model exercises before it in the worksheet (kv_cache runs the model, so it needs rope)."""
     ex, records = EXERCISES[name], stripped_runs["solved", name]
     result = exercises.verdict(ex, records)
-    earlier = set(exercises.ORDER[:exercises.ORDER.index(name)]) if name in exercises.ORDER else set()
+    earlier = set(markers.ORDER[:markers.ORDER.index(name)]) if name in markers.ORDER else set()
     assert result["status"] == "PASS" or (result["status"] == "BLOCKED" and set(result["blocked_by"]) <= earlier), \
         f"{name} solved alone in a `strip {' '.join(group_of(name))}` copy: {result}"
     assert all(r["outcome"] == "passed" or r.get("blocked_by") for r in records), records

@@ -29,181 +29,26 @@ from machinery.cli import die, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
-import ast
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
 
+from markers import find, stripped
 
-# the worksheet's order (EXERCISES.md): the step's core first, with the pieces train.py runs every step (loss, pass@k,
-# coverage) done before the first training experiment, then the design choices, then the model's machinery
-ORDER = ("reinforce", "pass_at_k", "coverage_regret", "grpo", "rloo", "aggregate", "gsm8k", "ppo_clip", "k3",
-         "tis", "rope", "kv_cache", "top_p")
-# model engineering, which every experiment runs (the policy's forward, the sampler): `strip all` leaves it solved, so
-# the RL exercises' experiments run as the student goes; name them to strip them too (e.g. `strip all rope`)
+# model engineering, which every experiment runs (the policy's forward, the sampler): `strip all` leaves it
+# solved, so the RL exercises' experiments run as the student goes; `strip all rope` strips rope too
 ON_REQUEST = ("rope", "kv_cache", "top_p")
-BEGIN = re.compile(r"^(\s*)# EXERCISE ([a-z0-9_]+): (.*)$")
-HEADER = re.compile(r"^(.+) \(tests: (.+)\)$")  # the header's text, continued on comment lines if long
-END = re.compile(r"^\s*# END EXERCISE\s*$")
-FORM = "'# EXERCISE name: what to do (tests: tests/test_x.py -k EXPRESSION)' ... '# END EXERCISE'"
 
 
-class Exercise:
-    """One marked region: lines[begin] is its EXERCISE line, lines[end] its END line (0-based); the solution is
-    lines[body:end]."""
-
-    def __init__(self, name, what, tests, path, begin, body, end, function):
-        self.name, self.what, self.tests = name, what, tests  # tests: pytest arguments, [files..., "-k", expr]
-        self.path, self.begin, self.body, self.end, self.function = path, begin, body, end, function
-
-    def command(self):
-        return "python -m pytest -q " + shlex.join(self.tests)
-
-
-def source_files(root=ROOT):
-    """The repo's Python files that may hold markers: the reading path (the root) and machinery/ (tests/ and
-    tools/ hold none)."""
-    return sorted(os.path.join(d, f) if d else f for d in ("", "machinery")
-                  for f in os.listdir(os.path.join(root, d)) if f.endswith(".py"))
-
-
-def parse(path, text):
-    """The exercises marked in one file's text. A malformed marker raises ValueError naming its line."""
-    lines, out, i = text.splitlines(), [], 0
-    while i < len(lines):
-        line = lines[i]
-        if END.match(line):
-            raise ValueError(f"{path}:{i + 1}: END EXERCISE without an EXERCISE line before it")
-        begin = BEGIN.match(line)
-        if not begin:
-            if "# EXERCISE" in line or "# END EXERCISE" in line:
-                raise ValueError(f"{path}:{i + 1}: malformed marker, expected {FORM}: {line.strip()}")
-            i += 1
-            continue
-        start, indent, name, header = i, begin[1], begin[2], begin[3]
-        while not HEADER.match(header):  # a long header goes on over comment lines at the same indentation
-            i += 1
-            if i == len(lines) or not lines[i].startswith(indent + "# ") or BEGIN.match(lines[i]) \
-                    or END.match(lines[i]):
-                raise ValueError(f"{path}:{start + 1}: exercise {name!r}: the header must end with "
-                                 f"'(tests: tests/test_x.py -k EXPRESSION)', as in {FORM}")
-            header += " " + lines[i][len(indent) + 2:].strip()
-        body = i + 1
-        end = next((j for j in range(body, len(lines)) if END.match(lines[j]) or BEGIN.match(lines[j])), None)
-        if end is None or not END.match(lines[end]):
-            raise ValueError(f"{path}:{start + 1}: exercise {name!r} has no END EXERCISE before the next marker")
-        code = [s for s in lines[body:end] if s.strip()]
-        if not code or code[0][:len(code[0]) - len(code[0].lstrip())] != indent:
-            raise ValueError(f"{path}:{start + 1}: exercise {name!r}: the region must hold code that starts at "
-                             f"the marker's indentation")
-        what, tests = HEADER.match(header).groups()
-        args = shlex.split(tests)
-        if "-k" not in args[1:-1] or len(args) != args.index("-k") + 2:
-            raise ValueError(f"{path}:{start + 1}: exercise {name!r}: tests must read "
-                             f"'tests/test_x.py [...] -k EXPRESSION', got {tests!r}")
-        out.append(Exercise(name, what, args, path, start, body, end, enclosing_function(text, body + 1)))
-        i = end + 1
-    return out
-
-
-def enclosing_function(text, lineno):
-    """Name of the innermost def around 1-based line `lineno` ('' at module level), as 'Class.method' in a class."""
-    best, best_start = "", -1
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:  # a student's unfinished edit: check reports it where pytest meets it
-        return best
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef):
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef):
-                    item.qualname = f"{node.name}.{item.name}"
-        if isinstance(node, ast.FunctionDef) and node.lineno <= lineno <= node.end_lineno \
-                and node.lineno > best_start:
-            best, best_start = getattr(node, "qualname", node.name), node.lineno
-    return best
-
-
-def find(root=ROOT):
-    """{name: Exercise} of every marked region in the repo at root, in worksheet order (unlisted ones last).
-    Raises ValueError for malformed markers, a name used twice, or a test file that does not exist."""
-    found = {}
-    for f in source_files(root):
-        with open(os.path.join(root, f), encoding="utf-8") as fh:
-            for ex in parse(f, fh.read()):
-                if ex.name in found:
-                    raise ValueError(f"exercise {ex.name!r} is marked twice: {found[ex.name].path} and {f}")
-                for t in ex.tests[:ex.tests.index("-k")]:
-                    if not os.path.isfile(os.path.join(root, t)):
-                        raise ValueError(f"{f}:{ex.begin + 1}: exercise {ex.name!r} names {t}, which does not exist")
-                found[ex.name] = ex
-    rank = {name: i for i, name in enumerate(ORDER)}
-    return dict(sorted(found.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
-
-
-def stripped(text, exercises):
-    """The file's text with each exercise's region (between its markers, which stay) replaced by a raise."""
-    lines = text.splitlines(keepends=True)
-    for ex in sorted(exercises, key=lambda e: -e.begin):  # bottom-up, so earlier line numbers stay valid
-        first = next(s for s in lines[ex.body:ex.end] if s.strip())
-        indent = first[:len(first) - len(first.lstrip())]
-        head = f"{indent}raise NotImplementedError("
-        message = [python_string(s) for s in (f"exercise {ex.name}: {ex.what}; ",
-                                               f"check with: python tools/exercises.py check {ex.name} ({ex.command()})")]
-        lines[ex.body:ex.end] = [f"{head}{message[0]}\n", " " * len(head) + f"{message[1]})\n"]
-    return "".join(lines)
-
-
-def python_string(s):
-    """A Python literal of the one-line string s, in double quotes unless s holds one."""
-    return repr(s) if '"' in s else '"' + s.replace("\\", "\\\\") + '"'
-
-
-def repo_files(root):
-    """Files of the repo to copy: git's tracked and untracked-but-not-ignored ones (assets/ included)."""
-    try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, capture_output=True,
-                             check=True).stdout.decode()
-        files = [f for f in out.split("\0") if f]
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. a student copy): every file
-        files = []
-        for d, dirs, fs in os.walk(root):
-            dirs[:] = [x for x in dirs if x not in (".git", "out", "__pycache__", ".pytest_cache", ".hypothesis")]
-            files += [os.path.relpath(os.path.join(d, f), root) for f in fs if not f.endswith(".pyc")]
-    return sorted(f for f in files if os.path.isfile(os.path.join(root, f)))
-
-
-def chosen(names, exercises):
-    """The exercises that `names` asks for, in worksheet order: "all" is every one but ON_REQUEST."""
-    unknown = [n for n in names if n != "all" and n not in exercises]
-    if unknown:
-        die(f"unknown exercise {unknown[0]!r}; `python tools/exercises.py list` shows them (or use 'all')")
-    return [n for n in exercises if n in names or ("all" in names and n not in ON_REQUEST)]
-
-
-CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")  # one line, or two (a span wrapped in a paragraph)
-
-
-def hide_solutions(markdown, solutions):
-    """The markdown with every code span that quotes a stripped solution line (a piece of a statement with a space
-    in it, e.g. `-advantages * logprobs` or `state["regret"] += ...`) replaced by "(exercise NAME)", except pieces
-    of the exercise's own task. solutions: {name: (task, [code lines])}."""
-    def hide(span):
-        pieces = [p for p in (" ".join(p.split()) for p in span[1].split("...")) if p]
-        for name, (task, lines) in solutions.items():
-            if pieces and any(" " in p for p in pieces) and not any(p in task for p in pieces) and \
-                    any(all(p in line for p in pieces) for line in lines):
-                return f"(exercise {name})"
-        return span[0]
-    return CODE_SPAN.sub(hide, markdown)
+# -----------------------------------------------------------------------------
+# strip: the student copy
 
 
 def strip(names, out, root=ROOT):
-    """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped, and
-    the solution lines that its markdown files quote hidden."""
+    """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped,
+    and the solution lines that its markdown files quote hidden."""
     exercises = find(root)
     names = chosen(names, exercises)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -238,76 +83,62 @@ def strip(names, out, root=ROOT):
                     fh.write(texts[f])
             else:
                 shutil.copy2(os.path.join(root, f), dst)
-    except OSError as e:  # a full disk or no permission: take back the half-written copy, which holds nothing else
+    except OSError as e:  # a full disk or no permission: remove the half-written copy (it holds nothing else)
         shutil.rmtree(out, ignore_errors=True)
         if existed:
             os.makedirs(out, exist_ok=True)
-        die(f"could not write the student copy to {out} ({e.strerror or e}); nothing was kept there: free some space "
-            f"or choose another --out")
+        die(f"could not write the student copy to {out} ({e.strerror or e}); nothing was kept there: free "
+            f"some space or choose another --out")
     return [exercises[n] for n in names]
+
+
+def chosen(names, exercises):
+    """The exercises that `names` asks for, in worksheet order: "all" is every one but ON_REQUEST."""
+    unknown = [n for n in names if n != "all" and n not in exercises]
+    if unknown:
+        die(f"unknown exercise {unknown[0]!r}; `python tools/exercises.py list` shows them (or use 'all')")
+    return [n for n in exercises if n in names or ("all" in names and n not in ON_REQUEST)]
+
+
+CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")  # one line, or two (wrapped in a paragraph)
+
+
+def hide_solutions(markdown, solutions):
+    """The markdown with every code span that quotes a stripped solution line (a piece of a statement with a
+    space in it, e.g. `-advantages * logprobs` or `state["regret"] += ...`) replaced by "(exercise NAME)",
+    except pieces of the exercise's own task. solutions: {name: (task, [code lines])}."""
+    def hide(span):
+        pieces = [p for p in (" ".join(p.split()) for p in span[1].split("...")) if p]
+        for name, (task, lines) in solutions.items():
+            if pieces and any(" " in p for p in pieces) and not any(p in task for p in pieces) and \
+                    any(all(p in line for p in pieces) for line in lines):
+                return f"(exercise {name})"
+        return span[0]
+    return CODE_SPAN.sub(hide, markdown)
+
+
+def repo_files(root):
+    """Files of the repo to copy: git's tracked and untracked-but-not-ignored ones (assets/ included)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
+                             capture_output=True, check=True).stdout.decode()
+        files = [f for f in out.split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. a student copy): every file
+        files = []
+        skip = (".git", "out", "__pycache__", ".pytest_cache", ".hypothesis")
+        for d, dirs, fs in os.walk(root):
+            dirs[:] = [x for x in dirs if x not in skip]
+            files += [os.path.relpath(os.path.join(d, f), root) for f in fs if not f.endswith(".pyc")]
+    return sorted(f for f in files if os.path.isfile(os.path.join(root, f)))
 
 
 # -----------------------------------------------------------------------------
 # check: an exercise's tests, judged by its own code only
 
 
-def run_tests(ex, root):
-    """Run ex's tests in the repo at root -> each test's record (tests/conftest.py writes them)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "tests.json")
-        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--exercise={ex.name}",
-                            f"--exercise-report={report}", *ex.tests], cwd=root, capture_output=True, text=True)
-        if not os.path.exists(report):  # pytest could not start (e.g. a broken tests/conftest.py)
-            return [dict(test=ex.command(), outcome="failed", error="pytest's start", at=ex.tests[0],
-                         text=p.stdout + p.stderr)]
-        with open(report, encoding="utf-8") as fh:
-            return json.load(fh)
-
-
-def verdict(ex, records):
-    """One exercise's result from its tests' records: dict(name, status, passed, failed, blocked, blocked_by,
-    summary, first); status is PASS, TODO (its raise is still there), WRONG (an assertion disagrees), RAISES
-    (another exception), BLOCKED (every test waits for other exercises) or EMPTY (no test selected)."""
-    passed = [r for r in records if r["outcome"] == "passed"]
-    failed = [r for r in records if r["outcome"] == "failed"]
-    blocked = [r for r in records if r.get("blocked_by")]
-    blocked_by = sorted({r["blocked_by"] for r in blocked})
-    first = next((r for r in failed if not r.get("todo")), None)
-    where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
-    waits = f"exercise {', '.join(blocked_by)}" if blocked_by else ""
-    counts = f"{len(passed)} of {len(records)} tests pass" + (f", {len(blocked)} blocked by {waits}" * bool(blocked))
-    if first is not None:
-        status = "WRONG" if first["error"] == "AssertionError" else "RAISES"
-        what = f"your code at {where} disagrees with" if status == "WRONG" else \
-            f"raises {first['error']} at {first['at']} in"
-        summary = f"{what} {first['test']} (shown above); {counts}"
-    elif failed:
-        status = "TODO"
-        summary = f"not implemented yet: replace the raise at {where} with code that does this: {ex.what}"
-    elif not records:
-        status, summary = "EMPTY", f"{ex.command()} selects no test"
-    elif not passed:
-        status, summary = "BLOCKED", f"every test needs {waits}, still stripped in this copy: do it first"
-    else:
-        status = "PASS"
-        summary = counts + (" (check again once those are done)" if blocked else "") + \
-            ". Now run its experiment (EXERCISES.md)."
-    return dict(name=ex.name, status=status, passed=len(passed), failed=len(failed), blocked=len(blocked),
-                blocked_by=blocked_by, summary=summary, first=first)
-
-
-def show(result):
-    """What a student reads: the first failing test in full (its cases, its source up to the failing line with its
-    comments, the values), then a one-line summary."""
-    first = result["first"]
-    if first is not None:
-        print(f"---- {first['test']}\n{first['text'].rstrip()}\n----")
-    print(f"{result['status']:<7} {result['name']}: {result['summary']}", flush=True)
-
-
 def check(names, root=ROOT, as_json=False):
-    """Run each named exercise's tests in the repo at root (the student's copy) and say how it stands; with several
-    exercises, a table to grade from (as_json: JSON only). Returns the verdicts."""
+    """Run each named exercise's tests in the repo at root (the student's copy) and say how it stands; with
+    several exercises, a table to grade from (as_json: JSON only). Returns the verdicts."""
     exercises = find(root)
     names = list(exercises) if names == ["all"] else names
     for n in names:
@@ -334,14 +165,70 @@ def check(names, root=ROOT, as_json=False):
     return results
 
 
+def run_tests(ex, root):
+    """Run ex's tests in the repo at root -> each test's record (tests/conftest.py writes them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "tests.json")
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"--exercise={ex.name}", f"--exercise-report={report}", *ex.tests],
+                           cwd=root, capture_output=True, text=True)
+        if not os.path.exists(report):  # pytest could not start (e.g. a broken tests/conftest.py)
+            return [dict(test=ex.command(), outcome="failed", error="pytest's start", at=ex.tests[0],
+                         text=p.stdout + p.stderr)]
+        with open(report, encoding="utf-8") as fh:
+            return json.load(fh)
+
+
+def verdict(ex, records):
+    """One exercise's result from its tests' records: dict(name, status, passed, failed, blocked, blocked_by,
+    summary, first); status is PASS, TODO (its raise is still there), WRONG (an assertion disagrees), RAISES
+    (another exception), BLOCKED (every test waits for other exercises) or EMPTY (no test selected)."""
+    passed = [r for r in records if r["outcome"] == "passed"]
+    failed = [r for r in records if r["outcome"] == "failed"]
+    blocked = [r for r in records if r.get("blocked_by")]
+    blocked_by = sorted({r["blocked_by"] for r in blocked})
+    first = next((r for r in failed if not r.get("todo")), None)
+    where = f"{ex.path}:{ex.body + 1} ({ex.function or 'module level'})"
+    waits = f"exercise {', '.join(blocked_by)}" if blocked_by else ""
+    counts = f"{len(passed)} of {len(records)} tests pass"
+    counts += f", {len(blocked)} blocked by {waits}" if blocked else ""
+    if first is not None:
+        status = "WRONG" if first["error"] == "AssertionError" else "RAISES"
+        what = f"your code at {where} disagrees with" if status == "WRONG" else \
+            f"raises {first['error']} at {first['at']} in"
+        summary = f"{what} {first['test']} (shown above); {counts}"
+    elif failed:
+        status = "TODO"
+        summary = f"not implemented yet: replace the raise at {where} with code that does this: {ex.what}"
+    elif not records:
+        status, summary = "EMPTY", f"{ex.command()} selects no test"
+    elif not passed:
+        status, summary = "BLOCKED", f"every test needs {waits}, still stripped in this copy: do it first"
+    else:
+        status = "PASS"
+        summary = counts + (" (check again once those are done)" if blocked else "") + \
+            ". Now run its experiment (EXERCISES.md)."
+    return dict(name=ex.name, status=status, passed=len(passed), failed=len(failed), blocked=len(blocked),
+                blocked_by=blocked_by, summary=summary, first=first)
+
+
+def show(result):
+    """What a student reads: the first failing test in full (its cases, its source up to the failing line with
+    its comments, the values), then a one-line summary."""
+    first = result["first"]
+    if first is not None:
+        print(f"---- {first['test']}\n{first['text'].rstrip()}\n----")
+    print(f"{result['status']:<7} {result['name']}: {result['summary']}", flush=True)
+
+
 def main(argv):
-    usage = ("usage: python tools/exercises.py list | strip all|NAME [NAME ...] --out DIR | check all|NAME [NAME ...] "
-             "[--json]")
+    usage = ("usage: python tools/exercises.py list | strip all|NAME [NAME ...] --out DIR | "
+             "check all|NAME [NAME ...] [--json]")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + usage)
         return
     try:
-        exercises = find()
+        exercises = find(ROOT)
     except ValueError as e:
         die(f"bad exercise marker: {e}")
     cmd, args = argv[0], argv[1:]
@@ -359,11 +246,13 @@ def main(argv):
         if not out or not names:
             die(f"strip needs exercise names and --out DIR; {usage}")
         done = strip(names, out[0])
-        kept = [n for n in ON_REQUEST if n in exercises and n not in [ex.name for ex in done]] if "all" in names else []
+        stripped_names = [ex.name for ex in done]
+        kept = [n for n in ON_REQUEST if n in exercises and n not in stripped_names] if "all" in names else []
         print(f"wrote a student copy to {out[0]} with {len(done)} exercise(s) to do: "
-              f"{', '.join(ex.name for ex in done)}" + (f" ({', '.join(kept)} stay solved: name them to strip them "
-                                                         f"too)" if kept else "") +
-              ". Start with EXERCISES.md there; `python tools/exercises.py check NAME` runs an exercise's tests.")
+              f"{', '.join(stripped_names)}"
+              + (f" ({', '.join(kept)} stay solved: name them to strip them too)" if kept else "")
+              + ". Start with EXERCISES.md there; `python tools/exercises.py check NAME` runs an exercise's "
+                "tests.")
     elif cmd == "check":
         names = [a for a in args if a != "--json"]
         if not names:

@@ -2,14 +2,13 @@
 Tables and curves of train.py runs grouped by design choice: mean ± std over seeds, and each choice's paired
 difference to its reference (the baseline) over the seeds both ran, with a 95% t-interval.
 
-    python tools/plot.py out/sweep                                # a sweep dir: out/sweep/results.md (+ results.png)
-    python tools/plot.py out/a out/b --out=cmp                    # several runs: their order is the order given
+    python tools/plot.py out/sweep                  # a sweep dir: out/sweep/results.md (+ results.png)
+    python tools/plot.py out/a out/b --out=cmp      # several runs: their order is the order given
     python tools/plot.py out/sweep --metrics=test_pass@1,entropy,response_len,regret
 
-A run is an out_dir holding log.jsonl. Its group (design choice) is the name of its parent dir when the
-run's own dir is named seedN, as sweep.py lays them out, else the name of its own dir. Groups keep the
-order of the paths given; a sweep dir's pipeline.json (written by sweep.py) gives its entries' order, the
-baseline (the first) and any other reference an entry is compared with (e.g. replay_64x4 with budget256_64x4).
+Which runs form a group (a design choice), and in what order: logs.py. A sweep dir's pipeline.json (written
+by sweep.py) also names the baseline (its first entry) and any other reference an entry is compared with (e.g.
+replay_64x4 with budget256_64x4).
 
 Paired differences. Runs with the same seed share their evaluation randomness (samples are seeded per prompt
 and step), so most of the evaluation noise cancels in the difference of two runs of one seed. For a choice G
@@ -29,16 +28,15 @@ from machinery.cli import die, quiet_interrupt
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
 import argparse
-import glob
-import json
 import math
 import re
 
 import numpy as np
 
+from logs import EVAL_KEYS, load_runs, read_pipeline
 
-METRICS = ("train_pass@1", "test_pass@1")  # the table's columns
-# the figure's rows when --metrics is not given (those some run logged; trained_pass@1: runs on a train_problems subset)
+METRICS = EVAL_KEYS  # the table's columns
+# the figure's rows without --metrics, those some run logged (trained_pass@1: runs on a train_problems subset)
 DEFAULT_PLOT = ("train_pass@1", "test_pass@1", "trained_pass@1", "regret")
 # two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30, 40, 60, 120 and the normal limit
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622,
@@ -46,106 +44,6 @@ T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.
         18: 2.1009, 19: 2.0930, 20: 2.0860, 21: 2.0796, 22: 2.0739, 23: 2.0687, 24: 2.0639, 25: 2.0595,
         26: 2.0555, 27: 2.0518, 28: 2.0484, 29: 2.0452, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799,
         math.inf: 1.9600}
-
-
-def natural(s):
-    """Sort key that puts rollouts_8 before rollouts_16 and seed2 before seed10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
-def find_logs(path):
-    """The log.jsonl files under path: a run dir, a dir of runs (seedN or plain out_dirs), or a sweep dir."""
-    for depth in ("", "*", os.path.join("*", "*")):
-        logs = glob.glob(os.path.join(path, depth, "log.jsonl"))
-        if logs:
-            return sorted(logs, key=natural)
-    return []
-
-
-def run_seed(run_dir):
-    """A run's seed: from its seedN dir (sweep.py's layout) or the --seed= of its run.json; None if unknown."""
-    m = re.fullmatch(r"seed(\d+)", os.path.basename(run_dir))
-    if m:
-        return int(m.group(1))
-    try:
-        with open(os.path.join(run_dir, "run.json")) as f:
-            args = json.load(f)["args"]
-        return next(int(a.split("=")[1]) for a in args if a.startswith("--seed="))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError):
-        return None  # missing, cut short or another program's: the seed is unknown, so the run is not paired
-
-
-def read_pipeline(path):
-    """The pipeline.json sweep.py wrote in a sweep dir: dict(entries, baseline, references); None where there is
-    none; one line when it is there but not sweep.py's (cut short, not JSON, another program's)."""
-    file = os.path.join(path, "pipeline.json")
-    if not os.path.exists(file):
-        return None
-    try:
-        with open(file, encoding="utf-8") as f:
-            p = json.load(f)
-        entries, refs = p.get("entries", []), p.get("references", {})
-        ok = isinstance(entries, list) and isinstance(p.get("baseline", ""), str) and isinstance(refs, dict) and \
-            all(isinstance(e, str) for e in [*entries, *refs.values()])
-    except (OSError, ValueError, RecursionError, AttributeError):  # UnicodeDecodeError is a ValueError
-        ok = False
-    if not ok:
-        die(f"{file} is not a pipeline.json of sweep.py (a JSON object of entries, baseline and references): run "
-            f"the sweep's command again to rewrite it, or delete it")
-    return p
-
-
-def record(text):
-    """A log line as a dict of its numeric fields, or None when it is not a train.py log line."""
-    try:  # numbers only: not bool, str or null (AttributeError: not an object)
-        line = {k: v for k, v in json.loads(text).items() if type(v) in (int, float)}
-    except (ValueError, RecursionError, AttributeError):
-        return None
-    needed = ("time", "responses", *(METRICS if "test_pass@1" in line else ()))  # train.py logs them with step
-    return line if type(line.get("step")) is int and all(k in line for k in needed) else None
-
-
-def read_log(path):
-    """The records of a log.jsonl, read as train.py's resume reads it (checkpoint.resume_lines): bytes that are not
-    UTF-8 are replaced, a line a kill cut is dropped, other damaged lines are skipped with a warning."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            texts = f.readlines()
-    except OSError as e:
-        die(f"cannot read {path} ({e.strerror}); make it readable or leave its run out")
-    records = [record(text) for text in texts if text.strip()]
-    # a last line without its newline was cut by a kill while it was written (a step that never finished)
-    torn = int(bool(texts) and bool(texts[-1].strip()) and not texts[-1].endswith("\n") and records[-1] is None)
-    if records.count(None) > torn:
-        print(f"warning: {path}: skipped {records.count(None) - torn} damaged line(s)", file=sys.stderr)
-    return [r for r in records if r is not None]
-
-
-def load_runs(paths):
-    """{group: [run, ...]}, groups in the order of the paths (a sweep dir's: its pipeline's order). A run is
-    dict(dir, seed, lines: its log lines, evals: those with an evaluation, from the one at step 0 to the last).
-    Runs with no evaluation yet are left out."""
-    runs = {}
-    for path in paths:
-        logs = find_logs(path)
-        if not logs:
-            die(f"{path!r} holds no log.jsonl (give train.py out_dirs or a sweep dir)")
-        order = (read_pipeline(path) or {}).get("entries", [])
-        rank = lambda log: (order.index(g) if (g := group_of(log)) in order else len(order), natural(log))
-        for log in sorted(logs, key=rank):
-            run_dir = os.path.dirname(os.path.abspath(log))
-            lines = read_log(log)
-            evals = [line for line in lines if "test_pass@1" in line]
-            if evals:
-                runs.setdefault(group_of(log), []).append(dict(dir=run_dir, seed=run_seed(run_dir), lines=lines,
-                                                               evals=evals))
-    return runs
-
-
-def group_of(log):
-    run_dir = os.path.dirname(os.path.abspath(log))
-    own = os.path.basename(run_dir)
-    return os.path.basename(os.path.dirname(run_dir)) if re.fullmatch(r"seed\d+", own) else own
 
 
 def mean_std(x):
@@ -160,7 +58,7 @@ def t975(df):
 
 
 def series(run, key):
-    """{step: value} of a run's log lines that hold key (eval keys: evaluations; per-step keys: every step)."""
+    """{step: value} of a run's lines holding key (eval keys: its evaluations; per-step keys: every step)."""
     return {line["step"]: line[key] for line in run["lines"] if key in line}
 
 
@@ -184,9 +82,9 @@ def paired(group, ref, key):
 
 
 def reference_of(name, runs, baseline, references):
-    """The group `name` is compared with: its entry in references when that group is present, else the baseline;
-    `name` itself (not compared) for the baseline and for an entry that references map to itself (a twin that
-    serves only as another entry's reference)."""
+    """The group `name` is compared with: its entry in references when that group is present, else the
+    baseline; `name` itself (not compared) for the baseline and for an entry that references map to itself (a
+    twin that serves only as another entry's reference)."""
     ref = (references or {}).get(name)
     return ref if ref in runs else baseline
 
@@ -224,7 +122,7 @@ def cell(ms, scale=1.0, fmt=".1f"):
 
 
 def paired_cell(p, last_step, scale=100.0):
-    """'+4.1 [+2.0, +6.2]' in points; 'n/a' for the interval of one seed; the step when it is not the row's last."""
+    """'+4.1 [+2.0, +6.2]' in points; 'n/a' for the interval of one seed; @step when not the row's last."""
     if p is None:
         return "n/a"
     text = f"{scale * p['mean']:+.1f} " + ("[n/a]" if p["lo"] is None else
@@ -237,14 +135,16 @@ def table(rows, baseline):
     head = ["design choice", "seeds", "final train", "best train", "final test", "best test", "vs",
             "Δ train (95% CI)", "Δ test (95% CI)", "train time (s)", "responses / point"]
     lines = [f"pass@1 in %, mean ± std over seeds. Δ: paired difference to the `vs` entry (baseline "
-             f"`{baseline}` unless the pipeline pairs it with another) in points, mean over the seeds both ran "
-             "and its 95% t-interval, at the last step both evaluated (@step when earlier than the row's own). "
-             "Responses / point: responses sampled / test pass@1 points gained since step 0.",
+             f"`{baseline}` unless the pipeline pairs it with another) in points, mean over the seeds both "
+             "ran and its 95% t-interval, at the last step both evaluated (@step when earlier than the row's "
+             "own). Responses / point: responses sampled / test pass@1 points gained since step 0.",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["name"], str(r["seeds"])] + [cell(r[f"{w}_{k}"], 100) for k in METRICS for w in ("final", "best")]
-        cells += ["—" if r["ref"] == r["name"] else r["ref"]]
-        cells += ["—" if r["ref"] == r["name"] else paired_cell(r[f"paired_{k}"], r["last_step"]) for k in METRICS]
+        compared = r["ref"] != r["name"]
+        cells = [r["name"], str(r["seeds"])]
+        cells += [cell(r[f"{w}_{k}"], 100) for k in METRICS for w in ("final", "best")]
+        cells += [r["ref"] if compared else "—"]
+        cells += [paired_cell(r[f"paired_{k}"], r["last_step"]) if compared else "—" for k in METRICS]
         cells += [cell(r["time"], fmt=".0f"), cell(r["per_point"], fmt=".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -259,15 +159,15 @@ def curves(group, key):
     """(steps (K,), mean responses sampled (K,), values (S, K)) at the steps every seed logged key."""
     by_step = [{line["step"]: line for line in r["lines"] if key in line} for r in group]
     steps = sorted(set.intersection(*map(set, by_step)))
-    values = np.array([[b[s][key] for s in steps] for b in by_step], dtype=float).reshape(len(group), len(steps))
-    responses = np.array([[b[s]["responses"] for s in steps] for b in by_step], dtype=float).reshape(
-        len(group), len(steps)).mean(0)
-    return np.array(steps), responses, values
+    shape = (len(group), len(steps))
+    values = np.array([[b[s][key] for s in steps] for b in by_step], dtype=float).reshape(shape)
+    responses = np.array([[b[s]["responses"] for s in steps] for b in by_step], dtype=float).reshape(shape)
+    return np.array(steps), responses.mean(0), values
 
 
 def paired_curve(group, ref, key):
-    """(steps (K,), mean (K,), half-width (K,) or None) of the paired difference group - ref, at the steps every
-    run of the shared seeds logged key; None when no seed or step is shared."""
+    """(steps (K,), mean (K,), half-width (K,) or None) of the paired difference group - ref, at the steps
+    every run of the shared seeds logged key; None when no seed or step is shared."""
     by_seed = {r["seed"]: series(r, key) for r in ref if r["seed"] is not None}
     pairs = [(series(r, key), by_seed[r["seed"]]) for r in group if r["seed"] in by_seed]
     steps = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs))) if pairs else []
@@ -280,13 +180,14 @@ def paired_curve(group, ref, key):
 
 
 def figure(runs, metrics, baseline, references=None):
-    """The figure: a row per metric; columns: vs step, vs responses sampled (log scale), and, when some group is
-    compared, the paired difference to its reference with its 95% band. Mean over seeds, ± std shaded. The
+    """The figure: a row per metric; columns: vs step, vs responses sampled (log scale), and, when some group
+    is compared, the paired difference to its reference with its 95% band. Mean over seeds, ± std shaded. The
     legend sits below the axes, never over a curve. Raises ImportError without matplotlib."""
     import matplotlib
     from matplotlib.figure import Figure  # not pyplot: no display, and nothing to close
     refs = {name: reference_of(name, runs, baseline, references) for name in runs}
-    drawn = {(key, name) for key in metrics for name, group in runs.items() if all(series(r, key) for r in group)}
+    drawn = {(key, name) for key in metrics for name, group in runs.items()
+             if all(series(r, key) for r in group)}
     pcs = {(key, name): pc for key, name in drawn if refs[name] != name and
            (pc := paired_curve(runs[name], runs[refs[name]], key)) is not None}
     cols = 3 if pcs else 2
@@ -294,7 +195,8 @@ def figure(runs, metrics, baseline, references=None):
     axes = fig.subplots(len(metrics), cols, squeeze=False)
     # tab20's light/dark pairs of one hue: sweep.py's replay pipeline lists each twin next to its replay entry
     colors = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"].colors
-    positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"] if c.get("responses", 0) > 0]
+    positive = [c["responses"] for g in runs.values() for r in g for c in r["lines"]
+                if c.get("responses", 0) > 0]
     for i, key in enumerate(metrics):
         scale = 100 if percent(key) else 1
         for g, (name, group) in enumerate(runs.items()):
@@ -311,7 +213,8 @@ def figure(runs, metrics, baseline, references=None):
                 steps, diff, half = pcs[key, name]
                 axes[i, 2].plot(steps, scale * diff, color=color)
                 if half is not None:
-                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color, alpha=.15)
+                    axes[i, 2].fill_between(steps, scale * (diff - half), scale * (diff + half), color=color,
+                                            alpha=.15)
         axes[i, 0].set_ylabel(key + (" (%)" if scale == 100 else ""))
         if cols == 3:
             axes[i, 2].set_ylabel(f"Δ {key}{' (points)' if scale == 100 else ''}")
@@ -332,7 +235,7 @@ def figure(runs, metrics, baseline, references=None):
 
 
 def plot_metrics(runs, metrics=None):
-    """The figure's rows: the keys asked for (each must be logged by some run), else DEFAULT_PLOT's logged ones."""
+    """The figure's rows: the keys asked for (each logged by some run), else DEFAULT_PLOT's logged ones."""
     logged = {k for g in runs.values() for r in g for line in r["lines"] for k in line}
     if not metrics:
         return [k for k in DEFAULT_PLOT if k in logged]
@@ -344,15 +247,16 @@ def plot_metrics(runs, metrics=None):
 
 
 def save(path, content):
-    """Write path whole or not at all: content (text, or a matplotlib figure as PNG) goes to a temporary file that
-    then replaces path, so a full or read-only disk leaves the previous file as it was; one line if it fails."""
+    """Write path whole or not at all: content (text, or a matplotlib figure as PNG) goes to a temporary
+    file that then replaces path, so a full or read-only disk leaves the previous file as it was; one line
+    if it fails."""
     tmp = f"{path}.tmp"
     try:
         if isinstance(content, str):
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(content)
         else:
-            content.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # "tight": the legend below the axes
+            content.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # "tight": the legend below
         os.replace(tmp, path)
     except OSError as e:
         if os.path.isfile(tmp):
@@ -378,11 +282,14 @@ def write(runs, prefix, baseline, references=None, metrics=None):
 def main(argv=None):
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), allow_abbrev=False)
     p.add_argument("paths", nargs="+", help="train.py out_dirs and/or sweep dirs, the baseline's first")
-    p.add_argument("--out", default="", help="output prefix (default: PATH/results for one path, else results)")
-    p.add_argument("--baseline", default="", help="group the others are compared with (default: a sweep dir's "
-                                                  "pipeline baseline, else the first group)")
-    p.add_argument("--metrics", default="", help=f"comma-separated logged keys to plot (default: "
-                                                 f"{','.join(DEFAULT_PLOT)}, those logged)")
+    p.add_argument("--out", default="",
+                   help="output prefix (default: PATH/results for one path, else results)")
+    p.add_argument("--baseline", default="",
+                   help="group the others are compared with (default: a sweep dir's pipeline baseline, else "
+                        "the first group)")
+    p.add_argument("--metrics", default="",
+                   help="comma-separated logged keys to plot (default: "
+                        f"{','.join(DEFAULT_PLOT)}, those logged)")
     args = p.parse_args(argv)
     prefix = args.out or (os.path.join(args.paths[0], "results") if len(args.paths) == 1 else "results")
     runs = load_runs(args.paths)

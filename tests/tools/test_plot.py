@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import logs
 import plot
 
 
@@ -54,7 +55,7 @@ GOOD = {0: {0: (0.3, 0.2), 2: (0.50, 0.50)}, 1: {0: (0.3, 0.3), 2: (0.50, 0.60)}
 
 def test_paired_difference_and_its_interval_equal_a_hand_computation(tmp_path):
     out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
-    runs = plot.load_runs([str(out)])
+    runs = logs.load_runs([str(out)])
     p = plot.paired(runs["good"], runs["base"], "test_pass@1")
     # by hand: d = (0.1, 0.15, 0.1), mean 0.116667, sample std 0.0288675, t(0.975, 2) = 4.3027,
     # half-width 4.3027 * 0.0288675 / sqrt(3) = 0.0717117
@@ -91,7 +92,7 @@ def test_only_seeds_both_ran_are_paired_and_at_the_last_step_both_evaluated(tmp_
     short = {s: {0: GOOD[s % 3][0], 1: (0.9, 0.9)} for s in (1, 2, 3)}  # ran to step 1; seed 3 has no baseline run
     base = {s: {0: BASE[s][0], 1: (0.5, 0.5 + s / 10), 2: BASE[s][2]} for s in (0, 1, 2)}
     out = sweep_dir(tmp_path, {"base": base, "short": short})
-    runs = plot.load_runs([str(out)])
+    runs = logs.load_runs([str(out)])
     p = plot.paired(runs["short"], runs["base"], "test_pass@1")
     assert p["step"] == 1 and p["seeds"] == 2 and p["diffs"] == pytest.approx([0.9 - 0.6, 0.9 - 0.7])
     # by hand: mean 0.25, std 0.0707107, t(0.975, 1) = 12.7062, half-width 12.7062 * 0.0707107 / sqrt(2) = 0.63531
@@ -147,7 +148,7 @@ def test_figure_of_any_logged_key_and_a_missing_key_is_one_line(tmp_path, capsys
     out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
     plot.main([str(out), "--metrics=test_pass@1,entropy,regret"])
     assert os.path.getsize(out / "results.png") > 1000
-    runs = plot.load_runs([str(out)])
+    runs = logs.load_runs([str(out)])
     steps, responses, values = plot.curves(runs["good"], "entropy")  # a per-step key: every step's line
     assert list(steps) == [1, 2] and list(responses) == [10, 20] and values.shape == (3, 2)
     assert plot.plot_metrics(runs) == ["train_pass@1", "test_pass@1", "regret"]  # the defaults that are logged
@@ -159,7 +160,7 @@ def test_figure_of_any_logged_key_and_a_missing_key_is_one_line(tmp_path, capsys
 
 def test_paired_curve_is_the_mean_difference_at_each_step(tmp_path):
     out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD})
-    runs = plot.load_runs([str(out)])
+    runs = logs.load_runs([str(out)])
     steps, diff, half = plot.paired_curve(runs["good"], runs["base"], "test_pass@1")
     assert list(steps) == [0, 2] and diff == pytest.approx([0, 0.1166667], abs=1e-6)
     assert half == pytest.approx([0, 0.0717117], abs=1e-6)  # step 0: the same base policy, the same samples
@@ -173,8 +174,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def plot_cli(*argv):
     """plot.py as a user runs it, without matplotlib's figure: (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; sys.path.insert(0, 'tools'); import plot; plot.main()",
-                        *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
+    program = ("import sys; sys.modules['matplotlib'] = None; sys.path.insert(0, 'tools'); import plot; "
+               "plot.main()")
+    p = subprocess.run([sys.executable, "-c", program, *map(str, argv)], cwd=ROOT, capture_output=True,
+                       text=True)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -207,9 +210,9 @@ def test_damaged_and_non_utf8_log_lines_are_skipped_with_one_warning(tmp_path):
     rc, _, err = plot_cli(out)
     assert rc == 0 and err == f"warning: {log}: skipped 3 damaged line(s)\n", err
     assert rows_of(out / "results.md") == clean
-    assert [line["step"] for line in plot.read_log(str(log))] == [0, 1, 2]
+    assert [line["step"] for line in logs.read_log(str(log))] == [0, 1, 2]
     log.write_bytes(b"".join(lines[:2] + bad[3:] + lines[2:]))
-    assert [line["step"] for line in plot.read_log(str(log))] == [0, 1, 1, 2]  # its numbers are intact
+    assert [line["step"] for line in logs.read_log(str(log))] == [0, 1, 1, 2]  # its numbers are intact
 
 
 @pytest.mark.parametrize("text", ['[1, 2]', '{"entries": ["base", "good"', '"base"', '{"entries": "base"}',
@@ -257,9 +260,9 @@ def test_a_run_json_of_another_program_leaves_the_seed_unknown(tmp_path):
     write_run(tmp_path / "run", {0: (0.3, 0.2), 1: (0.4, 0.3)})
     for text in ('{"args": [1]}', '[1]', '{"args": ["--seed=x"]}', b'\xff'):
         (tmp_path / "run" / "run.json").write_bytes(text if isinstance(text, bytes) else text.encode())
-        assert plot.run_seed(str(tmp_path / "run")) is None
+        assert logs.run_seed(str(tmp_path / "run")) is None
     (tmp_path / "run" / "run.json").write_text('{"args": ["--seed=4"]}')
-    assert plot.run_seed(str(tmp_path / "run")) == 4
+    assert logs.run_seed(str(tmp_path / "run")) == 4
 
 
 def test_help_ends_its_sentences():
@@ -279,10 +282,10 @@ def drawn(runs, baseline, references=None):
 def test_figure_of_one_run_has_no_empty_column_and_legends_cover_no_axes(tmp_path):
     pytest.importorskip("matplotlib")
     write_run(tmp_path / "one", {0: (0.3, 0.2), 2: (0.4, 0.5)}, steps=range(1, 3))
-    fig, boxes = drawn(plot.load_runs([str(tmp_path / "one")]), "one")
+    fig, boxes = drawn(logs.load_runs([str(tmp_path / "one")]), "one")
     assert len(fig.axes) == 3 * 2  # train, test pass@1 and regret x (steps, responses): no column of differences
     assert all(ax.lines for ax in fig.axes) and boxes and not any(a.overlaps(b) for a, b in boxes)
     out = sweep_dir(tmp_path, {"base": BASE, "good": GOOD, "other": BASE})
-    fig, boxes = drawn(plot.load_runs([str(out)]), "base", {"other": "good"})
+    fig, boxes = drawn(logs.load_runs([str(out)]), "base", {"other": "good"})
     assert len(fig.axes) == 3 * 3 and all(ax.lines for ax in fig.axes)
     assert boxes and not any(a.overlaps(b) for a, b in boxes)
