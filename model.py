@@ -5,14 +5,20 @@ One block covers three families with three flags:
 - Qwen2:    pre-norm, q/k/v projections carry a bias            (qkv_bias)
 - Llama-3:  pre-norm, no bias, "llama3" RoPE frequency scaling  (rope_scaling)
 - OLMo-2:   norms *after* attention and MLP, RMSNorm on q and k (post_norm, qk_norm)
-Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...) so that a
-state_dict loads and saves without any key mapping.
+Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...): state_dicts load and save unmapped.
+
+Entry points, one job each:
+- model(tokens, valid, response, ...)   the update's log-probs and entropies (B, T) (forward: DDP wraps it)
+- model.logits(idx)                     logits (B, T, V) of an unpadded batch
+- model.prefill(idx, valid, cache)      prompts into a KV cache (new_cache) -> their next logits (B, V)
+- model.decode(idx, pos, valid, cache)  one token a row on the cache -> the next logits (B, V)
 """
 import glob
 import json
 import math
 import os
 import shutil
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -155,6 +161,11 @@ def kv_cache_bytes(cfg, batch, max_len, dtype):
     return 2 * cfg["n_layer"] * batch * max_len * cfg["n_kv_head"] * cfg["head_dim"] * dtype.itemsize
 
 
+def positions(valid):
+    """Position ids (B, T) that start at 0 on each row's first real token (left padding)."""
+    return (valid.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class Transformer(nn.Module):
     def __init__(self, hf_config):
         super().__init__()
@@ -171,57 +182,78 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self.grad_checkpointing = False  # recompute each block in backward instead of storing its activations
 
+    @torch.no_grad()
     def init_weights(self, seed=0):
         """Random init (GPT-2 style, std 0.02) for models trained from scratch, e.g. the tiny arithmetic policy."""
         g = torch.Generator().manual_seed(seed)
         for name, p in self.named_parameters():
-            if "norm" in name:
-                nn.init.ones_(p)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
+            if "norm" in name or name.endswith("bias"):
+                p.fill_(1.0 if "norm" in name else 0.0)
             else:
-                with torch.no_grad():
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
-    def forward(self, idx, pos=None, valid=None, cache=None, targets=None, scored=None, temperature=1.0,
-                entropy_grad=False, last_only=False, prompts=None, nucleus=(0, 1.0)):
-        """idx (B, T) token ids -> logits (B, T, V); or, given targets (B, T), the log-probs of targets[scored]
-        and the entropies there, (n,) each in row-major order, under softmax(logits / temperature), without
-        all fp32 logits at once. pos (B, T): position ids (default 0..T-1 after what the cache holds);
-        valid (B, T_keys) bool: False on the left padding of the keys, the cache's and idx's (default none);
-        cache: a KVCache to read and extend; scored (B, T) bool: where the head runs (default everywhere);
-        entropy_grad: whether the entropy needs a gradient (an entropy bonus); nucleus: (top_k, top_p) whose
-        truncated softmax the log-probs and entropies are of (default the full one: head.kept);
-        last_only: logits of the last position only, (B, 1, V): a prefill needs no others;
-        prompts: (p_idx, p_pos, p_valid (U, T_p), inverse (B,)): idx are responses to these U prompts (row i to
-        prompt inverse[i]), each prompt computed once; targets and scored then cover (B, 1 + T), the prompt's
-        last position (which predicts the first response token) and idx's."""
-        B, T = idx.shape
-        if pos is None:
-            start = cache.pos if cache is not None else 0
-            pos = torch.arange(start, start + T, device=idx.device).expand(B, T)
-        if prompts is None:
-            idx, pos, ctx = flash.context(idx, pos, valid, cache)  # with FlashAttention, may pack the rows into one
-        else:
-            p_idx, p_pos, p_valid, inverse = prompts
-            p_ctx, ctx = flash.shared_prompt_contexts(p_valid, valid, inverse)
-            xp, p_rope = self.model.embed_tokens(p_idx), self.rope(p_pos)
-        x, rope = self.model.embed_tokens(idx), self.rope(pos)
+    def forward(self, tokens, valid, response=None, temperature=1.0, entropy_grad=False, nucleus=(0, 1.0)):
+        """The update's log-probs. tokens, valid (B, T): token ids, False on padding; response (B, T): the
+        tokens whose log-probs are wanted (default: every real token after a real one) -> logprobs, entropy
+        (B, T) float32 of each wanted token given those before it, under softmax(logits / temperature) (over
+        the top_k / top_p set when nucleus = (top_k, top_p) is on: truncated_logprobs), zero elsewhere. The
+        head, most of the update's memory and FLOPs, runs only where wanted. entropy_grad: for an entropy bonus."""
+        wanted = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
+        wanted = wanted if response is None else wanted & response
+        shared = flash.shared_prompts(tokens, valid, response)
+        if shared is None:
+            x = self.hidden(flash.context(tokens, positions(valid), valid, None))[0]  # (B, T, D)
+        else:  # GRPO's n responses per prompt: each prompt's tokens run once, not n times
+            c, p_idx, p_valid, inverse = shared
+            p_ctx, ctx = flash.shared_prompt_contexts(p_valid, valid[:, c:], inverse)
+            xp, x = self.hidden((p_idx, positions(p_valid), p_ctx), (tokens[:, c:], positions(valid)[:, c:], ctx))
+            x = torch.cat([xp[inverse, -1:], x], 1)  # (B, 1 + T - c, D): a prompt's last state predicts too
+            tokens, wanted = tokens[:, c - 1:], wanted[:, c - 1:]
+        scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t + 1
+        h, targets = self.model.norm(x[scored]), tokens.roll(-1, 1)[scored]  # (n, D), (n,)
+        logprobs, entropy = ChunkedHead.apply(h, self.lm_head.weight, targets, temperature, entropy_grad, *nucleus)
+        zeros = torch.zeros(wanted.shape, device=tokens.device)
+        lp, ent = zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
+        if shared is not None:  # back to the (B, T) layout: nothing is wanted in the prompt columns
+            lp, ent = F.pad(lp, (c - 1, 0)), F.pad(ent, (c - 1, 0))
+        return lp, ent
+
+    def logits(self, idx):
+        """idx (B, T) token ids, no padding -> logits (B, T, V) of the next token at every position."""
+        pos = torch.arange(idx.size(1), device=idx.device).expand(idx.shape)
+        x = self.hidden(flash.context(idx, pos, None, None))[0]  # (B, T, D)
+        return self.lm_head(self.model.norm(x))
+
+    def new_cache(self, batch, max_len):
+        c, p = self.cfg, self.lm_head.weight
+        kind = p.device.type  # under autocast keys/values come out in bf16: store them so, at half the memory
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
+        return flash.KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
+
+    def prefill(self, idx, valid, cache):
+        """Prompts idx (B, T), left-padded where valid (B, T) is False (None: no padding), into the empty
+        cache -> logits (B, V) at each one's last token; a cache of n * B rows takes each prompt n times."""
+        pos = torch.arange(idx.size(1), device=idx.device).expand(idx.shape) if valid is None else positions(valid)
+        x = self.hidden(flash.context(idx, pos, valid, cache))[0]  # (B, T, D)
+        cache.pos += idx.size(1)
+        return self.lm_head(self.model.norm(x[:, -1]))  # the other positions' logits are not needed
+
+    def decode(self, idx, pos, valid, cache):
+        """One step on the cache: idx, pos (B,): each row's newest token and its position id; valid
+        (B, T_keys): False on the keys' left padding, the cache's and idx's (None: none) -> next logits (B, V)."""
+        x = self.hidden(flash.context(idx[:, None], pos[:, None], valid, cache))[0]  # (B, 1, D)
+        cache.pos += 1
+        return self.lm_head(self.model.norm(x[:, -1]))
+
+    def hidden(self, *passes):
+        """The blocks: passes (idx, pos (B, T), ctx: flash.context) -> each one's last hidden states (B, T, D),
+        run layer by layer together: shared prompts keep a layer's keys and values for their responses."""
+        states = [(self.model.embed_tokens(idx), self.rope(pos), ctx) for idx, pos, ctx in passes]
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()  # in backward
         for block in self.model.layers:
-            if prompts is not None:  # the prompts' keys and values of this layer first (p_ctx keeps them)
-                xp = self.run_block(block, xp, p_rope, p_ctx)
-            x = self.run_block(block, x, rope, ctx)
-        if cache is not None:
-            cache.pos += T
-        x = flash.unpack(x, ctx)  # (B, T, D)
-        if prompts is not None:
-            x = torch.cat([xp[inverse, -1:], x], 1)  # (B, 1 + T, D): a prompt's last state, for each row
-        if targets is None:
-            return self.lm_head(self.model.norm(x[:, -1:] if last_only else x))
-        # the head only where a log-prob is wanted: its (n, V) logits are most of the update's memory and FLOPs
-        h = self.model.norm(x[scored] if scored is not None else x.flatten(0, 1))  # (n, D)
-        t = targets[scored] if scored is not None else targets.flatten()  # (n,)
-        return ChunkedHead.apply(h, self.lm_head.weight, t, temperature, entropy_grad, *nucleus)  # (n,) each
+            run = partial(checkpoint, block, use_reentrant=False) if recompute else block
+            states = [(run(x, rope, ctx), rope, ctx) for x, rope, ctx in states]
+        return [flash.unpack(x, ctx) for x, _, ctx in states]
 
     def rope(self, pos):
         """Position ids (B, T) -> the cos and sin (B, T, 1, D) that rotate q and k."""
@@ -229,17 +261,6 @@ class Transformer(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # (B, T, 1, D)
         dtype = self.model.embed_tokens.weight.dtype  # the hidden states' dtype (autocast leaves embeddings)
         return emb.cos().to(dtype), emb.sin().to(dtype)
-
-    def run_block(self, block, x, rope, ctx):
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, rope, ctx, use_reentrant=False)
-        return block(x, rope, ctx)
-
-    def new_cache(self, batch, max_len):
-        c, p = self.cfg, self.lm_head.weight
-        kind = p.device.type  # under autocast keys/values come out in bf16: store them so, at half the memory
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
-        return flash.KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
@@ -326,38 +347,4 @@ def load_tokenizer(path):
     except Exception as e:  # a half-copied or foreign tokenizer fails deep inside transformers, in many ways
         die(f"the tokenizer in {path} does not load ({type(e).__name__}: {first_line(e)}): "
             f"copy its files again from the base model")
-
-
-def positions(valid):
-    """Position ids (B, T) that start at 0 on each row's first real token (left padding)."""
-    return (valid.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def token_logprobs(model, tokens, valid, response=None, temperature=1.0, entropy_grad=False, nucleus=(0, 1.0)):
-    """Log-prob and entropy of each wanted token given those before it, under the temperature-scaled policy
-    (truncated to nucleus = (top_k, top_p) when set, as the sampler draws with train.py's truncated_logprobs).
-    tokens, valid, response: (B, T); response: the tokens whose log-probs are wanted (a rollout's response
-    mask; default every real token after a real token) -> logprobs, entropy: (B, T) float32, zero elsewhere
-    and where nothing predicts the token. The hidden states of all real tokens are computed (attention needs
-    them; a prompt that several rows share, once: flash.shared_prompts), the head only at the positions that
-    predict a wanted token.
-    model may be DDP-wrapped: everything runs inside its one forward call."""
-    wanted = valid & F.pad(valid[:, :-1], (1, 0))  # real tokens after a real token
-    wanted = wanted if response is None else wanted & response
-    idx, pos, kw = tokens, positions(valid), {}
-    shared = flash.shared_prompts(tokens, valid, response)
-    if shared is not None:  # GRPO's n responses per prompt: each prompt's tokens run once, not n times
-        c, p_idx, p_valid, inverse = shared
-        kw["prompts"] = p_idx, positions(p_valid), p_valid, inverse
-        # the model runs the response columns c..; the head also runs at the prompt's last column, c - 1
-        idx, pos, valid = idx[:, c:], pos[:, c:], valid[:, c:]
-        tokens, wanted = tokens[:, c - 1:], wanted[:, c - 1:]
-    scored = F.pad(wanted[:, 1:], (0, 1))  # (B, T): position t predicts token t+1
-    logprobs, entropy = model(idx, pos, valid, targets=tokens.roll(-1, 1), scored=scored, temperature=temperature,
-                              entropy_grad=entropy_grad, nucleus=nucleus, **kw)  # (n,) each
-    zeros = torch.zeros(wanted.shape, device=tokens.device)
-    lp, ent = zeros.masked_scatter(wanted, logprobs), zeros.masked_scatter(wanted, entropy)
-    if shared is not None:  # back to the (B, T) layout: nothing is wanted in the prompt columns
-        lp, ent = F.pad(lp, (c - 1, 0)), F.pad(ent, (c - 1, 0))
-    return lp, ent
 

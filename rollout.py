@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from machinery.head import truncate
-from model import positions
 
 # decode steps between two checks that every row has stopped: the check makes the host wait for the device, so
 # on a GPU it would drain the queue of kernels at every token; a CPU has no queue and checks every step
@@ -84,8 +83,7 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
     check_every = SYNC_EVERY if device.type == "cuda" else 1
 
     # one prefill per prompt (rows 0, n, 2n, ...), shared by its n samples through the cache
-    pv = valid[::n, :P]
-    logits = model(tokens[::n, :P], positions(pv), pv if padded else None, cache, last_only=True)[:, -1]  # (B, V)
+    logits = model.prefill(tokens[::n, :P], valid[::n, :P] if padded else None, cache)  # (B, V)
     logits = logits.repeat_interleave(n, 0)  # (N, V)
     pos = valid[:, :P].sum(1)  # (N,) position id of the first response token
     for t in range(max_new_tokens):
@@ -97,10 +95,10 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
         done = done | torch.isin(tok, stop)
         if t == max_new_tokens - 1 or (t + 1) % check_every == 0 and bool(done.all()):
             break  # steps run after every row stopped write nothing: the outputs are the same either way
-        # EXERCISE kv_cache: the next logits (N, V) from a forward of only the tokens just sampled, at their
+        # EXERCISE kv_cache: the next logits (N, V) from one decode step of the tokens just sampled, at their
         # positions, on the cache (tests: tests/test_rollout.py -k "greedy_matches or logprobs_equal")
         valid_keys = keys[:, :P + t + 1] if padded else None  # (N, P+t+1): the prompts' left padding stays masked
-        logits = model(tokens[:, P + t:P + t + 1], (pos + t)[:, None], valid_keys, cache)[:, -1]
+        logits = model.decode(tokens[:, P + t], pos + t, valid_keys, cache)
         # END EXERCISE
     width = P + int(mask.sum(1).max())
     return Rollout(*(x[:, :width].contiguous() for x in (tokens, mask, logprobs, valid | mask)), done)

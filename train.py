@@ -1,15 +1,13 @@
 """
-Reinforcement fine-tuning with verifiable rewards, as batched contextual bandit learning (arXiv 2601.22532;
-one training problem as a multi-armed bandit: arXiv 2601.14599). A prompt is a context, a sampled response an
-action, the outcome reward the bandit's reward.
+Reinforcement fine-tuning with verifiable rewards as batched contextual bandit learning (arXiv 2601.22532): a
+prompt is a context, a sampled response an action, its outcome reward the bandit's reward. main() tells one
+step as a story: prompts -> rollouts -> rewards -> advantages -> loss -> optimizer step -> evaluation, log,
+checkpoint. Every design choice is a global below with a one-line comment, set by config files and
+--key=value. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
 
     python train.py                                   # built-in arithmetic task, minimalist baseline, CPU
     python train.py config/grpo_8rollouts.py --learning_rate=3e-5
     python train.py --help                            # every knob, its default and what it does
-
-main() tells one step as a story: prompts -> rollouts -> rewards -> advantages -> loss -> optimizer step ->
-evaluation, log, checkpoint. Every design choice is a global below with a one-line comment; config files and
---key=value set them. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
 """
 from machinery.cli import die, quiet_interrupt
 
@@ -29,10 +27,9 @@ from advantage import compute_advantages
 from configurator import configure
 from evaluate import evaluate_splits
 from loss import aggregate, is_weights, kl_penalty, policy_gradient
-from model import Transformer, load_tokenizer, resolve, token_logprobs
+from model import Transformer, load_tokenizer, resolve
 from rollout import cat, completions, generate, prompt_generators
-from machinery import checkpoint, precision
-from machinery import distributed as ddp
+from machinery import checkpoint, precision, distributed as ddp
 from machinery.checks import check_config, check_model, memory_help
 from machinery.report import Reporter, bad_step, config_lines, console_line, eval_line, rollout_examples, say
 
@@ -50,14 +47,14 @@ max_steps = 600  # training steps
 eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
 eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
 eval_batch_size = 256  # prompts per sampler call at evaluation; 0 = as many as fit in memory (checks.py)
-eval_samples = 1  # responses per problem at evaluation (the paper: 1); > 1 adds pass@k and always/never-solved
+eval_samples = 1  # responses per problem at evaluation (the paper: 1); > 1 adds pass@k, always/never-solved
 # task
 task = "arith"  # arith | gsm8k | math (train MATH-lighteval, test MATH-500) | math_full (test all 5000)
 data_path = ""  # local directory or .jsonl/.parquet file instead of the hub dataset (same columns)
 max_prompt_tokens = 512  # longer prompts are dropped from the splits (with a count), as verl does
 strict = True  # strict answer format in the reward (GSM8K "#### n"); False = lenient extraction
 grader = "nanorft"  # nanorft | paper: which grader gives the training reward (pass@1 is logged under both)
-train_problems = 0  # train on a fixed, seeded subset of this many training problems; 0 = all (eval: whole splits)
+train_problems = 0  # train on a fixed, seeded subset of this many problems; 0 = all (eval: whole splits)
 max_new_tokens = 8  # response length limit
 # rollouts
 batch_size = 32  # prompts per step
@@ -66,8 +63,8 @@ extra_rollouts = 0  # responses per prompt used only for the baseline (advantage
 temperature = 1.0  # sampling temperature (the policy the loss sees is scaled the same way)
 top_k = 0  # 0 = off
 top_p = 1.0  # 1.0 = off
-truncated_logprobs = False  # log-probs of the top-k/top-p distribution sampled from (TRL PR 7269), not the full one
-sample_batch_size = 0  # prompts per sampler call, bounding KV-cache memory; 0 = all of a step's prompts at once
+truncated_logprobs = False  # log-probs of the top-k/top-p distribution sampled from, not the full one (TRL)
+sample_batch_size = 0  # prompts per sampler call, bounding KV-cache memory; 0 = all of a step's prompts
 # advantage
 advantage = "none"  # none | grpo | dr_grpo | rloo | batch | extra | replay (see advantage.py)
 adv_eps = 1e-6  # added to std in normalizing estimators
@@ -83,8 +80,8 @@ micro_batch_size = 0  # sequences per forward/backward (bounds memory); 0 = the 
 grad_checkpointing = False  # recompute each block's activations in backward: less memory, ~30% more compute
 clip_low = 0.2  # PPO ratio clip below: 1 - clip_low
 clip_high = 0.2  # PPO ratio clip above: 1 + clip_high (DAPO clip-higher: 0.28)
-ratio_level = "token"  # token | sequence (GSPO: one length-normalized ratio per response, clipped per sequence)
-policy_loss = "ppo"  # ppo (clipped surrogate) | cispo (clipped importance weight, detached, times -adv * logp)
+ratio_level = "token"  # token | sequence (GSPO: one length-normalized ratio per response, clipped as one)
+policy_loss = "ppo"  # ppo (clipped surrogate) | cispo (clipped importance weight, detached, times -adv*logp)
 dual_clip = 0.0  # dual-clip PPO constant c > 1 bounding the loss of negative advantages; 0 = off
 kl_coef = 0.0  # weight of KL to the frozen initial policy; 0 = no reference model at all
 kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
@@ -105,7 +102,7 @@ max_bad_steps = 3  # stop after this many steps in a row with a non-finite loss 
 log_interval = 10  # print a short line every this many steps
 log_samples = 32  # problems per split whose responses go to samples.jsonl at each evaluation
 log_rollouts = 0  # training responses per step also written to samples.jsonl
-wandb_log = False  # also log to Weights & Biases (pip install wandb; WANDB_MODE=offline works without a network)
+wandb_log = False  # also log to Weights & Biases (pip install wandb; WANDB_MODE=offline needs no network)
 wandb_project = "nanorft"  # wandb project
 wandb_run_name = ""  # wandb run name; "" = the out_dir's name
 # -----------------------------------------------------------------------------
@@ -120,17 +117,17 @@ def main():
     config = {k: globals()[k] for k in config_keys}
     check_config(config, ddp.world)
     resume, main_rank = init_from == "resume", ddp.rank == 0
-    checkpoint.prepare_out_dir(out_dir, resume, overwrite, clear=False)  # a replaced run goes only once all checks pass
+    checkpoint.prepare_out_dir(out_dir, resume, overwrite, clear=False)  # replaced only after the checks
     if resume:
         path, state = checkpoint.load(out_dir)
         checkpoint.check_resume(state["config"], config)
-    else:  # step, prompt batches drawn, responses sampled, seconds, base model, replay windows, bandit counters
+    else:  # step, prompt batches drawn, responses, seconds, base model, replay windows, bandit counters
         path = resolve(init_from)
         state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={}, solved=[], regret=0)
     tok = load_tokenizer(path)
-    problems, eval_sets, longest_prompt = data.task_sets(tok, task, data_path, max_prompt_tokens, train_problems,
-                                                         eval_problems, seed, verbose=main_rank)
-    eval_batch_size = check_model(path, config, ddp.world, device, longest_prompt, max(map(len, eval_sets.values())))
+    problems, eval_sets, longest = data.task_sets(tok, task, data_path, max_prompt_tokens, train_problems,
+                                                  eval_problems, seed, verbose=main_rank)
+    eval_batch_size = check_model(path, config, ddp.world, device, longest, max(map(len, eval_sets.values())))
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
     policy = Transformer.from_pretrained(path, device=device)
@@ -139,48 +136,41 @@ def main():
         if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
     model = ddp.wrap(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    scaler = precision.grad_scaler(device, dtype, state.get("scaler"))  # float16's loss scale (disabled otherwise)
+    scaler = precision.grad_scaler(device, dtype, state.get("scaler"))  # float16's loss scale (else disabled)
     if resume:
-        checkpoint.load_optimizer(opt, state["optimizer"], path)  # checked against the model before anything changes
+        checkpoint.load_optimizer(opt, state["optimizer"], path)  # checked against the model first
     state["config"] = config
     if overwrite and not resume and main_rank:
         checkpoint.clear_run(out_dir)
-    report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank)  # (and wandb's run)
-    if main_rank:
-        say(config_lines(config, DEFAULTS, out_dir))
+    report = Reporter(out_dir, state["step"] if resume else None, config, state, main_rank)  # (and wandb's)
+    report.say(config_lines(config, DEFAULTS, out_dir))
     if not resume:
         evals, samples = run_eval(policy, tok, eval_sets, 0)
         line = dict(step=0, time=0.0, responses=0, coverage=0.0, regret=0, **evals)
-        if main_rank:
-            say(eval_line(line))  # the starting point every later evaluation is read against
+        report.say(eval_line(line))  # the starting point every later evaluation is read against
         report.write(line, samples)
     from tqdm import tqdm
-    t_start = time.time() - state["elapsed"]
-    bar = tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True, disable=not main_rank)
-    bad_steps = 0
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step - 1)
+    t_start, bad_steps = time.time() - state["elapsed"], 0
+    for step in tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True,
+                     disable=not main_rank):
+        opt.param_groups[0]["lr"] = lr_at(step - 1)  # its one group: the policy's parameters
         t0 = time.time()
-        # -- 1-4. prompts -> rollouts -> rewards -> advantages (sample_step); DAPO's dynamic sampling draws
-        # again while the filter left the batch short
-        parts, metrics, shown = [], None, []
+        # -- 1-4. prompts -> rollouts -> rewards -> advantages; DAPO's filter may leave it short: draw again
+        draws = []  # each draw's (rows, metrics, examples)
         for _ in range(1 + resample_tries):
-            rows, m, examples = sample_step(policy, ref, tok, problems, state["draws"], state)
+            draws.append(sample_step(policy, ref, tok, problems, state["draws"], state))
             state["draws"] += 1
-            parts.append(rows)
-            metrics, shown = metrics or m, shown or examples  # the step's metrics describe its first draw
-            if ddp.all_sum(sum(p["tokens"].size(0) for p in parts)) >= batch_size * rollouts:
+            if ddp.all_sum(sum(d[0]["tokens"].size(0) for d in draws)) >= batch_size * rollouts:
                 break
-        rows = ddp.select_rows(parts, batch_size * rollouts)
-        state["responses"] += len(parts) * batch_size * (rollouts + extra_rollouts)
+        (_, metrics, shown), rows = draws[0], ddp.select_rows([d[0] for d in draws], batch_size * rollouts)
+        state["responses"] += len(draws) * batch_size * (rollouts + extra_rollouts)
         t1 = time.time()
-        # -- 5-6. loss -> optimizer step (update)
+        # -- 5-6. loss -> optimizer step
         trained = int(ddp.all_sum(rows["tokens"].size(0)))
         stats = update(model, ref, opt, rows, scaler) if trained else {}
         t2 = time.time()
-        bad_steps = bad_steps + 1 if stats.get("skipped") else 0  # a non-finite loss or gradient skips the step
-        bad_step(step, stats, rows, bad_steps, max_bad_steps, main_rank)  # says what; max_bad_steps in a row stop
+        bad_steps = bad_steps + 1 if stats.get("skipped") else 0  # a non-finite loss or gradient skips a step
+        bad_step(step, stats, rows, bad_steps, max_bad_steps, main_rank)  # max_bad_steps in a row stop
         # -- 7. log; every eval_interval steps: evaluate, then checkpoint
         tokens = metrics.pop("tokens")
         line = dict(step=step, time=round(t2 - t_start, 3), responses=state["responses"], lr=lr_at(step - 1),
@@ -188,19 +178,17 @@ def main():
                     trained=trained, sample_s=round(t1 - t0, 4), update_s=round(t2 - t1, 4),
                     tokens_per_s=round(tokens / max(t1 - t0, 1e-9), 1), **ddp.peak_memory(device))
         samples = [dict(split="rollout", **s) for s in shown]
-        if main_rank and step % log_interval == 0:
-            say(console_line(line))
+        if step % log_interval == 0:
+            report.say(console_line(line))
         if step % eval_interval == 0 or step == max_steps:
             evals, eval_shown = run_eval(policy, tok, eval_sets, step)
             line.update(evals)
             samples += eval_shown
             state.update(step=step, elapsed=time.time() - t_start)
-            if main_rank:
-                say(eval_line(line))
-        report.write(line, samples)  # before the checkpoint, so a checkpoint's own step is never missing from the log
+            report.say(eval_line(line))
+        report.write(line, samples)  # before the checkpoint: a checkpoint's own step is always in the log
         if main_rank and state["step"] == step:
             checkpoint.save(out_dir, policy, tok, opt, dict(state, scaler=scaler.state_dict()))
-    bar.close()
     if main_rank:
         say(report.summary(time.time() - t_start, os.path.join(out_dir, "ckpt")))
     report.close()
@@ -208,53 +196,49 @@ def main():
 
 
 def sample_step(policy, ref, tok, problems, draw, state):
-    """One draw of a step's data: prompts -> rollouts -> rewards -> advantages. Each rank samples its share of
-    the prompts (a prompt's whole group stays on one rank); rewards are gathered so the advantage sees the whole
-    batch. Updates the replay windows and bandit counters in `state`. Returns (rows: this rank's trained
+    """One draw of a step's data: prompts -> rollouts -> rewards -> advantages, each rank its share of the
+    prompts. Updates the replay windows and bandit counters in `state`. Returns (rows: this rank's trained
     responses as (N, ...) tensors, metrics, examples: the first log_rollouts responses, on rank 0)."""
     # prompts: batch_size problems, a pure function of (seed, draw), so a resumed run sees the same ones
     ids = data.batch_indices(len(problems), batch_size, seed, draw)  # (B,) over the whole batch
-    per_rank, n = batch_size // ddp.world, rollouts + extra_rollouts
-    mine = range(ddp.rank * per_rank, (ddp.rank + 1) * per_rank)
+    mine, n = ddp.share(batch_size), rollouts + extra_rollouts  # this rank's prompts, each with its group
     prompts = [data.encode_prompt(tok, task, problems[ids[i]]) for i in mine]
 
     # rollouts: n responses per prompt from the current policy, each prompt with its own seeded generator
-    generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or per_rank
-    with autocast(sampler_dtype):
+    generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or len(mine)
+    with precision.autocast(device, sampler_dtype or dtype):
         rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens,
                                 temperature=temperature, top_k=top_k, top_p=top_p, eos_id=data.stop_ids(tok),
                                 generator=generators[i:i + chunk], truncated_logprobs=truncated_logprobs)
-                     for i in range(0, per_rank, chunk)])
-    texts = completions(rollout, tok)  # (per_rank * n,), prompt-major
+                     for i in range(0, len(mine), chunk)])
+    texts = completions(rollout, tok)  # (len(mine) * n,), prompt-major
 
     # rewards: 1.0 for a right answer under each grader; the configured one is the learning signal
     answers = [problems[ids[i]]["answer"] for i in mine for _ in range(n)]
     correct = {g: ddp.gather_rows(torch.tensor([reward.score(task, text, answer, strict, grader=g)
-                                                for text, answer in zip(texts, answers)]).view(per_rank, n))
+                                                for text, answer in zip(texts, answers)]).view(-1, n))
                for g in reward.GRADERS}  # {grader: (B, n)} on every rank
     rewards = correct[grader].clone()
     if kl_coef > 0 and kl_in_reward:  # the KL penalty as part of the reward (InstructGPT / PPO-RLHF style)
-        with torch.no_grad(), autocast():
-            ref_logprobs, _ = token_logprobs(ref, rollout.tokens, rollout.valid, rollout.mask, temperature,
-                                             nucleus=scored_nucleus())
+        with torch.no_grad(), precision.autocast(device, dtype):
+            ref_logprobs, _ = ref(rollout.tokens, rollout.valid, rollout.mask, temperature=temperature,
+                                  nucleus=(top_k, top_p) if truncated_logprobs else (0, 1.0))
         kl = kl_penalty(rollout.logprobs, ref_logprobs, kl_estimator, kl_clamp)
-        rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).cpu().view(per_rank, n))
+        rewards -= kl_coef * ddp.gather_rows(torch.where(rollout.mask, kl, 0.0).sum(1).cpu().view(-1, n))
 
     # advantages: what each response's tokens are pushed by; "none" is the raw reward (advantage.py)
-    advantages = compute_advantages(rewards, advantage, rollouts, ids, state["replay"], replay_window, adv_eps)
+    advantages = compute_advantages(rewards, advantage, rollouts, ids, state["replay"], replay_window,
+                                    adv_eps)  # (B, rollouts)
 
-    # the rows trained on: each prompt's first `rollouts` responses (the rest only fed the baseline) and, with
-    # DAPO's filter, only prompts whose responses were not all equally right
+    # trained on: each prompt's first `rollouts` responses (the rest fed only the baseline), DAPO-filtered
     zero_var = (correct[grader] == correct[grader][:, :1]).all(1)  # (B,)
-    trained = torch.zeros(batch_size, n, dtype=torch.bool)
-    trained[:, :rollouts] = True
+    trained = (torch.arange(n) < rollouts).repeat(len(mine), 1)  # (per_rank, n): this rank's
     if filter_zero_variance:
-        trained &= ~zero_var[:, None]
-    keep = trained[mine.start:mine.stop].flatten()
+        trained &= ~zero_var[mine.start:mine.stop, None]
+    keep = trained.flatten()
     rows = dict(tokens=rollout.tokens[keep], mask=rollout.mask[keep], old_logprobs=rollout.logprobs[keep],
-                valid=rollout.valid[keep], finished=rollout.finished[keep],
-                advantages=advantages[mine.start:mine.stop][trained[mine.start:mine.stop, :rollouts]].to(
-                    rollout.tokens.device))  # made on the CPU with the rewards, moved once with their rows
+                valid=rollout.valid[keep], finished=rollout.finished[keep],  # advantages: moved with them
+                advantages=advantages[mine.start:mine.stop][trained[:, :rollouts]].to(rollout.tokens.device))
 
     # the bandit's view: prompts solved at least once so far (coverage), responses sampled but wrong (regret)
     # EXERCISE coverage_regret: add the ids of this draw's prompts with a right response to state["solved"] (a
@@ -264,61 +248,54 @@ def sample_step(policy, ref, tok, problems, draw, state):
     state["regret"] += int(correct[grader].numel() - correct[grader].sum().item())
     # END EXERCISE
     lengths = rollout.mask.sum(1).float()
-    metrics = dict(reward=rewards[:, :rollouts].mean().item(), train_acc=correct[grader][:, :rollouts].mean().item(),
-                   **{f"train_acc_{g}": c[:, :rollouts].mean().item() for g, c in correct.items() if g != grader},
+    acc = {g: c[:, :rollouts].mean().item() for g, c in correct.items()}  # of the trained responses
+    metrics = dict(reward=rewards[:, :rollouts].mean().item(), train_acc=acc[grader],
+                   **{f"train_acc_{g}": a for g, a in acc.items() if g != grader},
                    response_len=ddp.all_sum(lengths.mean().item()) / ddp.world,
                    tokens=int(ddp.all_sum(lengths.sum().item())))
     if n > 1:  # a group of one always "agrees with itself": no information
         metrics["zero_var_frac"] = zero_var.float().mean().item()
-    examples = rollout_examples(problems, ids, n, texts, answers, rollout.finished, correct, log_rollouts) \
-        if ddp.rank == 0 else []
-    return rows, metrics, examples
+    return rows, metrics, rollout_examples(problems, ids, n, texts, answers, rollout.finished, correct,
+                                           log_rollouts if ddp.rank == 0 else 0)  # rank 0's
 
 
 def update(model, ref, opt, rows, scaler=None):
-    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns the stats averaged over optimizer
-    steps. model: the policy, DDP-wrapped under torchrun (distributed.py); scaler: fp16's loss scale (precision.py)."""
+    """ppo_epochs passes of `minibatches` AdamW steps over the rollout rows; returns the stats averaged over
+    optimizer steps. model: the policy (DDP-wrapped under torchrun); scaler: float16's loss scale."""
     policy, scaler = getattr(model, "module", model), scaler or precision.grad_scaler(device, dtype)
-    n_rows = rows["tokens"].size(0)
-    minibatch_ids = ddp.minibatch_rows(rows.pop("order"), minibatches, n_rows)  # this rank's rows of each
-    rows = ddp.with_padding_row(rows)
-    masks = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N+1, T) trained tokens
+    trained = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N, T) tokens trained
+    rows, plan = ddp.minibatches(dict(rows, mask=trained), minibatches, micro_batch_size)  # (+ DDP's padding)
     on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
-    nucleus = scored_nucleus()
-    # pi_old (N+1, T): the trainer's log-probs before any step (on-policy: the update's forward fills it; as verl)
+    nucleus = (top_k, top_p) if truncated_logprobs else (0, 1.0)  # scored: the sampler's truncated softmax
+    # pi_old (N, T): the trainer's log-probs before any step; on-policy the update's own forward (as verl)
     pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
-        precision.trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus, autocast)
-    # totals: 0-dim tensors on the device, read once at the end: an .item() per micro-batch would make the host
-    # wait for each backward before it can queue the next forward
-    totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0
+        precision.trainer_logprobs(policy, rows, rows["mask"], micro_batch_size, temperature, nucleus,
+                                   lambda: precision.autocast(device, dtype))
+    totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0  # on the device: no host wait per backward
     for _ in range(ppo_epochs):
-        for mb in minibatch_ids:
-            # normalizers of the whole minibatch (all micro-batches, all ranks), so the pieces add up to its loss
-            n_tokens = max(ddp.all_sum(masks[mb].sum().item()), 1.0)
-            n_seqs = max(ddp.all_sum((mb < n_rows).sum().item()), 1.0)
-            micro = ddp.micro_batches(mb, rows["valid"], micro_batch_size)
+        for micro, n_tokens, n_seqs in plan:  # a minibatch's micro-batches; its loss normalizers, all ranks
             for i, (ids, cols) in enumerate(micro):
-                tokens, valid, mask = rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols], masks[ids][:, cols]
-                # the loss: log-probs of the sampled tokens under the policy being trained, then the policy
-                # gradient (REINFORCE on-policy, PPO/GSPO/CISPO off it: loss.py), aggregated over tokens
-                with autocast():
-                    logprobs, entropy = token_logprobs(model, tokens, valid, mask, temperature,
-                                                       entropy_grad=entropy_coef > 0, nucleus=nucleus)  # (n, T)
-                advantages = rows["advantages"][ids, None].expand_as(logprobs)  # one per response, on all its tokens
+                tokens, valid, mask = (rows[k][ids][:, cols] for k in ("tokens", "valid", "mask"))  # (n, t)
                 old_logprobs = rows["old_logprobs"][ids][:, cols]  # the sampler's
+                # the loss: the policy's log-probs of the sampled tokens; REINFORCE, or PPO... off-policy
+                with precision.autocast(device, dtype):
+                    logprobs, entropy = model(tokens, valid, mask, temperature=temperature,
+                                              entropy_grad=entropy_coef > 0, nucleus=nucleus)  # (n, t)
+                advantages = rows["advantages"][ids, None].expand_as(logprobs)  # on all its tokens
                 if on_policy:
                     pi_old[ids, cols] = logprobs.detach()
-                # the sampler/trainer gap's correction (loss.is_weights); PPO's ratio is against pi_old (verl, TRL)
+                # the sampler/trainer gap's correction (loss.is_weights); PPO's ratio is to pi_old (verl, TRL)
                 weights = is_weights(pi_old[ids][:, cols], old_logprobs, mask, kind=is_correction, cap=is_cap)
-                pg, st = policy_gradient(logprobs, None if on_policy else pi_old[ids][:, cols], advantages, mask,
-                                         kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
+                pg, st = policy_gradient(logprobs, None if on_policy else pi_old[ids][:, cols], advantages,
+                                         mask, kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
                                          clip_high=clip_high, dual_clip=dual_clip)
                 loss = aggregate(weights * pg, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
-                if entropy_coef > 0:  # entropy bonus (A3C-style): keeps the policy from collapsing early
-                    loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
+                if entropy_coef > 0:  # entropy bonus (A3C): keeps the policy from collapsing early
+                    bonus = aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
+                    loss = loss - entropy_coef * bonus
                 if kl_coef > 0:  # KL to the frozen initial policy (GRPO; the paper: k3, 0.001, clamped to 10)
-                    with torch.no_grad(), autocast():
-                        ref_logprobs, _ = token_logprobs(ref, tokens, valid, mask, temperature, nucleus=nucleus)
+                    with torch.no_grad(), precision.autocast(device, dtype):
+                        ref_logprobs, _ = ref(tokens, valid, mask, temperature=temperature, nucleus=nucleus)
                     kl = aggregate(kl_penalty(logprobs, ref_logprobs, kl_estimator, kl_clamp), mask, loss_agg,
                                    n_tokens, n_seqs, max_new_tokens)
                     totals["kl"] += kl.detach()
@@ -331,14 +308,14 @@ def update(model, ref, opt, rows, scaler=None):
                     totals["entropy"] += torch.where(mask, entropy, 0.0).sum() / n_tokens
                 totals["loss"] += loss.detach()
                 totals["clipfrac"] += st["clipfrac"] / n_tokens
-            # the optimizer step, skipped on a non-finite gradient (float16: bad only once the scaler gives up)
+            # the optimizer step, skipped on a non-finite gradient (float16: only once the scaler gives up)
             norm, stepped, gave_up = precision.optimizer_step(opt, scaler, policy.parameters(), grad_clip)
             totals["grad_norm"] += norm.item() if stepped else 0.0
             skipped, bad = skipped + (not stepped), bad + gave_up
             opt.zero_grad(set_to_none=True)
             n_steps += 1
     stats = {k: ddp.all_sum(float(v)) / n_steps for k, v in totals.items() if k != "grad_norm"}
-    stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], masks))  # the sampler/trainer gap (loss.mismatch)
+    stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], rows["mask"]))  # the sampler/trainer gap
     if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
         stats.update(loss_scale=scaler.get_scale(), overflows=skipped - bad)
     return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - skipped), skipped=bad)
@@ -346,16 +323,10 @@ def update(model, ref, opt, rows, scaler=None):
 
 def run_eval(policy, tok, eval_sets, step):
     """evaluate.evaluate_splits with this run's sampling settings: (log entries, samples)."""
-    with autocast(sampler_dtype):  # evaluation samples as the sampler does
+    with precision.autocast(device, sampler_dtype or dtype):  # evaluation samples as the sampler does
         return evaluate_splits(policy, tok, task, eval_sets, step, seed, n=eval_samples, keep=log_samples,
                                grader=grader, temperature=temperature, max_new_tokens=max_new_tokens,
                                batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict)
-
-
-def scored_nucleus():
-    """(top_k, top_p) whose truncated softmax the trainer and the reference score, as the sampler does with
-    truncated_logprobs; else (0, 1.0), the full softmax (verl, TRL)."""
-    return (top_k, top_p) if truncated_logprobs else (0, 1.0)
 
 
 def lr_at(step):
@@ -365,11 +336,6 @@ def lr_at(step):
         return learning_rate * (step + 1) / warmup_steps
     frac = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return learning_rate * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def autocast(precision_of=""):
-    """The trainer's autocast (dtype) or the sampler's (sampler_dtype; "" = dtype): precision.py."""
-    return precision.autocast(device, precision_of or dtype)
 
 
 DEFAULTS = {k: globals()[k] for k in config_keys}

@@ -5,9 +5,9 @@ algorithm needs (rewards for the advantage, token counts for the loss normalizer
 the collectives below. Run as a plain `python train.py`, every helper is a no-op.
 
 The bookkeeping that keeps ranks in step during an update also lives here, so train.update shows only
-the algorithm: which of this rank's rows belong to each minibatch (minibatch_rows), the padding row a rank
-runs when it holds fewer rows of a minibatch than another (with_padding_row), and a backward that all-reduces
-only once per minibatch and sums, rather than averages, the ranks' pieces of one global loss (backward).
+the algorithm: one call (minibatches) cuts this rank's rows into minibatches with their global loss
+normalizers, and each into micro-batches; a backward (backward) all-reduces only once per minibatch and sums,
+rather than averages, the ranks' pieces of one global loss.
 """
 import os
 from contextlib import nullcontext
@@ -23,8 +23,8 @@ _device = "cpu"  # collectives run on this device: nccl needs CUDA tensors, gloo
 
 
 def setup(device):
-    """Resolve device ("auto": cuda when there is a GPU) and, when launched by torchrun, join the process group
-    (gloo on CPU, nccl on GPU); returns the device this process uses."""
+    """Resolve device ("auto": cuda when there is a GPU) and, when launched by torchrun, join the process
+    group (gloo on CPU, nccl on GPU); returns the device this process uses."""
     global rank, world, _device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,6 +40,11 @@ def setup(device):
         torch.cuda.set_device(device)
     _device = device
     return device
+
+
+def share(n):
+    """This rank's share of n items (n divisible by the world size), as a range of their indices."""
+    return range(rank * (n // world), (rank + 1) * (n // world))
 
 
 def peak_memory(device):
@@ -134,6 +139,24 @@ def select_rows(parts, budget):
     return {k: torch.cat([pad_left(p[k], width) for p in picked]) for k in picked[0]}
 
 
+def minibatches(rows, n_minibatches, micro_batch_size):
+    """The update's plan for this rank's rows, in step with the other ranks. rows: dict of (N, ...) tensors,
+    with "order" as select_rows makes it and "mask" (N, T) the trained tokens. Returns (rows: the same tensors
+    but "order", plus the padding row at index N (with_padding_row); plan: one (micro, n_tokens, n_seqs) per
+    minibatch, where micro lists its micro-batches as (row ids, column slice) (micro_batches), and n_tokens
+    and n_seqs count its trained tokens and responses over all ranks (at least 1): the loss normalizers, so
+    the pieces of every micro-batch on every rank add up to the minibatch's loss)."""
+    n_rows = rows["tokens"].size(0)
+    ids_of = minibatch_rows(rows["order"], n_minibatches, n_rows)  # this rank's rows of each minibatch
+    rows = with_padding_row({k: v for k, v in rows.items() if k != "order"})
+    plan = []
+    for ids in ids_of:
+        n_tokens = max(all_sum(rows["mask"][ids].sum().item()), 1.0)
+        n_seqs = max(all_sum((ids < n_rows).sum().item()), 1.0)  # the padding row is no response
+        plan.append((micro_batches(ids, rows["valid"], micro_batch_size), n_tokens, n_seqs))
+    return rows, plan
+
+
 def with_padding_row(rows):
     """rows (dict of (N, ...) tensors) plus one all-padding row at index N, response mask all False: a rank
     that holds fewer rows of a minibatch than another runs it, so every rank does the same forward/backward
@@ -155,7 +178,7 @@ def micro_batches(ids, valid, size):
     """A minibatch's row ids (m,) cut into micro-batches of `size` rows grouped by length, so that a micro-batch
     pads little, each with the column span (a slice) its rows' tokens occupy. The loss normalizers are totals,
     so grouping changes only the float summation order of the gradient."""
-    ids = ids.to(valid.device)  # an index follows the tensor it indexes (the rows live on the policy's device)
+    ids = ids.to(valid.device)  # an index follows the tensor it indexes (rows live on the policy's device)
     ids = ids[valid[ids].sum(1).argsort(stable=True)]
     out = []
     for chunk in ids.split(size or len(ids)):

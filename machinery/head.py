@@ -2,7 +2,7 @@
 The language-model head as the update needs it: log-probs of chosen tokens and the entropies at their positions,
 from the final hidden states, in fp32, without all (tokens x vocabulary) logits at once. At a 152k vocabulary
 the head's logits are most of an update's memory and much of its compute, so it runs only where the loss
-needs it (model.token_logprobs picks the response positions) and in chunks, with its own backward. The top-k /
+needs it (Transformer.forward picks the response positions) and in chunks, with its own backward. The top-k /
 top-p truncation lives here too, so that the sampler (rollout.py) and the update share one definition: with
 train.py's truncated_logprobs the head scores the truncated distribution the sampler drew from.
 """

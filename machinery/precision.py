@@ -20,7 +20,6 @@ import torch
 
 from machinery import distributed as ddp
 from loss import mismatch
-from model import token_logprobs
 
 DTYPES = ("float32", "bfloat16", "float16")
 MIN_SCALE = 1.0  # below this fp16 loss scale even the unscaled gradients overflow: the scaler has given up
@@ -67,8 +66,8 @@ def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus
     out = torch.zeros_like(rows["old_logprobs"])
     for ids, cols in ddp.micro_batches(torch.arange(len(out), device=out.device), rows["valid"], micro_batch_size):
         with torch.no_grad(), autocast():
-            out[ids, cols] = token_logprobs(policy, rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols],
-                                            masks[ids][:, cols], temperature, nucleus=nucleus)[0]
+            tokens, valid, mask = rows["tokens"][ids][:, cols], rows["valid"][ids][:, cols], masks[ids][:, cols]
+            out[ids, cols] = policy(tokens, valid, mask, temperature=temperature, nucleus=nucleus)[0]
     return out
 
 

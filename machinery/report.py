@@ -74,6 +74,11 @@ class Reporter:
                                     os.path.basename(out_dir),
                                     id=state["wandb_id"], resume="allow", config=config, dir=out_dir)
 
+    def say(self, msg):
+        """A console line, from rank 0 only (say)."""
+        if self.active:
+            say(msg)
+
     def write(self, line, samples=()):
         """One step: its samples, then its log line. A write that fails (a full disk) ends the run with one line
         saying what the files keep: the lines of the steps before this one (a resume drops a torn last line)."""

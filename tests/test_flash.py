@@ -12,7 +12,7 @@ import torch
 from conftest import assert_close_sums, tiny_hf
 
 from machinery import flash
-from model import Transformer, positions, token_logprobs
+from model import Transformer
 from rollout import generate, prompt_generators
 from test_model import padded_batch
 
@@ -79,7 +79,7 @@ def test_sdpa_mask_shows_each_query_the_real_keys_up_to_itself():
 
 def logprobs_and_grads(m, tokens, valid, response=None):
     m.zero_grad()
-    lp, ent = token_logprobs(m, tokens, valid, response, temperature=0.9, entropy_grad=True)
+    lp, ent = m(tokens, valid, response, temperature=0.9, entropy_grad=True)
     (lp.sum() + 0.1 * ent.sum()).backward()
     return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
 
@@ -130,10 +130,10 @@ def test_flash_paths_get_bf16_inputs_under_autocast(tmp_path, monkeypatch):
     m = Transformer.from_pretrained(path)
     tokens, valid = padded_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        want_lp = token_logprobs(m, tokens, valid)[0].detach()
+        want_lp = m(tokens, valid)[0].detach()
         want = generate(m, PROMPTS, 2, 8, temperature=0)
         calls = fake_flash(monkeypatch, half=True)
-        got_lp = token_logprobs(m, tokens, valid)[0].detach()
+        got_lp = m(tokens, valid)[0].detach()
         got = generate(m, PROMPTS, 2, 8, temperature=0)
     assert calls["varlen"] > 0 and calls["kvcache"] > 0
     torch.testing.assert_close(got_lp, want_lp, atol=0.05, rtol=0.05)  # bf16 rounding in different places
@@ -151,12 +151,11 @@ def teacher_forced(m, prompts, cont):
         tokens[i, P - len(p):] = torch.tensor(p, device=device)
         valid[i, P - len(p):] = True
     cache = m.new_cache(B, P + K)
-    out = [m(tokens, positions(valid), valid, cache, last_only=True)]
+    out = [m.prefill(tokens, valid, cache)]
     keys = torch.cat((valid, torch.ones(B, K, dtype=torch.bool, device=device)), 1)
     for t in range(K):
-        pos = (valid.sum(1) + t)[:, None]
-        out.append(m(cont[:, t:t + 1], pos, keys[:, :P + t + 1], cache))
-    return torch.cat(out, 1).float()
+        out.append(m.decode(cont[:, t], valid.sum(1) + t, keys[:, :P + t + 1], cache))
+    return torch.stack(out, 1).float()
 
 
 def flash_vs_sdpa(path, device, monkeypatch):
@@ -170,7 +169,7 @@ def flash_vs_sdpa(path, device, monkeypatch):
         with torch.autocast(device, dtype=torch.bfloat16):
             with torch.no_grad():
                 logits = teacher_forced(m, PROMPTS, cont)
-            lp, _ = token_logprobs(m, tokens, valid)
+            lp, _ = m(tokens, valid)
         lp.sum().backward()
         return logits, lp.detach().float(), torch.cat([p.grad.flatten() for p in m.parameters()])
     with_flash = run()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import ROOT, assert_close_sums, tiny_hf
 from machinery.head import ChunkedHead
-from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions, token_logprobs
+from model import Transformer, apply_rope, kv_cache_bytes, load_tokenizer, positions
 from rollout import truncate
 
 FAMILIES = ["qwen2", "llama", "olmo2"]
@@ -23,15 +23,15 @@ def test_logits_match_transformers(family, tmp_path):
     idx = torch.randint(0, 61, (3, 40))  # longer than llama3's original context 16, so the scaling matters
     with torch.no_grad():
         want = hf(idx).logits
-        got = ours(idx)
+        got = ours.logits(idx)
     assert got.shape == (3, 40, 61)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cache_read_in_any_chunks_matches_one_full_forward(family, tmp_path):
-    """The KV cache: a prefill, then single tokens and chunks of several, over left-padded rows, give the
-    logits of one forward over the whole rows; each call writes where the last one stopped."""
+def test_prefill_then_decode_on_the_cache_match_each_row_alone(family, tmp_path):
+    """The KV cache: a prefill of left-padded prompts, then one token at a time, give each row the logits of
+    one forward over that row alone, unpadded; each call writes where the last one stopped."""
     path, _ = tiny_hf(family, tmp_path)
     model = Transformer.from_pretrained(path)
     idx = torch.randint(1, 61, (2, 14))
@@ -39,13 +39,16 @@ def test_cache_read_in_any_chunks_matches_one_full_forward(family, tmp_path):
     valid[0, :3] = False  # row 0 is left-padded, as the sampler's shorter prompts are
     pos = positions(valid)
     with torch.no_grad():
-        full = model(idx, pos, valid)
+        alone = model.logits(idx[:1, 3:])[0], model.logits(idx[1:])[0]  # (11, V), (14, V)
         cache = model.new_cache(2, 14)
-        steps = []
-        for a, b in ((0, 6), (6, 7), (7, 10), (10, 11), (11, 14)):
-            steps.append(model(idx[:, a:b], pos[:, a:b], valid[:, :b], cache))
-            assert cache.pos == b
-    torch.testing.assert_close(torch.cat(steps, 1)[valid], full[valid], atol=1e-5, rtol=1e-5)
+        steps = [model.prefill(idx[:, :6], valid[:, :6], cache)]
+        assert cache.pos == 6
+        for t in range(6, 14):
+            steps.append(model.decode(idx[:, t], pos[:, t], valid[:, :t + 1], cache))
+            assert cache.pos == t + 1
+    got = torch.stack(steps, 1)  # (2, 9, V): the logits at columns 5..13
+    torch.testing.assert_close(got[0], alone[0][2:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], alone[1][5:], atol=1e-5, rtol=1e-5)
 
 
 def test_position_ids_start_at_each_rows_first_real_token():
@@ -66,30 +69,39 @@ def test_rope_rotates_each_pair_counterclockwise_by_its_angle():
 
 def test_attention_sees_only_position_differences(tmp_path):
     """RoPE makes q.k depend on the distance between positions: shifting every position id leaves the
-    logits alone, moving one token's position does not."""
+    logits alone, moving one token's position does not (tokens decoded one at a time at the given positions)."""
     path, _ = tiny_hf("llama", tmp_path)
     model = Transformer.from_pretrained(path)
     idx = torch.randint(0, 61, (2, 9))
     pos = torch.arange(9).expand(2, 9)
+
+    def logits(pos):
+        cache = model.new_cache(2, 9)
+        return torch.stack([model.decode(idx[:, t], pos[:, t], None, cache) for t in range(9)], 1)  # (2, 9, V)
     with torch.no_grad():
-        want = model(idx, pos)
-        torch.testing.assert_close(model(idx, pos + 5), want, atol=1e-5, rtol=1e-5)
+        want = logits(pos)
+        torch.testing.assert_close(logits(pos + 5), want, atol=1e-5, rtol=1e-5)
         moved = pos.clone()
         moved[:, 4] = 5
-        assert (model(idx, moved)[:, 4:] - want[:, 4:]).abs().max() > 1e-3
+        assert (logits(moved)[:, 4:] - want[:, 4:]).abs().max() > 1e-3
 
 
 def test_left_padding_does_not_change_logits(tmp_path):
+    """A left-padded prompt's prefill and a left-padded row's log-probs equal the unpadded row's; the padding's
+    hidden states stay finite, so no NaN reaches the gradients."""
     path, _ = tiny_hf("qwen2", tmp_path)
     model = Transformer.from_pretrained(path)
     a = torch.randint(1, 61, (1, 9))
     padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), a], 1)
     valid = torch.cat([torch.zeros(1, 4, dtype=torch.bool), torch.ones(1, 9, dtype=torch.bool)], 1)
     with torch.no_grad():
-        want = model(a)
-        got = model(padded, positions(valid), valid)[:, 4:]
-        assert torch.isfinite(model(padded, positions(valid), valid)).all()
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        got = model.prefill(padded, valid, model.new_cache(1, 13))
+        torch.testing.assert_close(got, model.logits(a)[:, -1], atol=1e-5, rtol=1e-5)
+        want, _ = model(a, torch.ones_like(valid[:, 4:]))
+    lp, _ = model(padded, valid)
+    torch.testing.assert_close(lp[:, 4:], want, atol=1e-5, rtol=1e-5)
+    lp.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -103,7 +115,7 @@ def test_save_pretrained_loads_in_transformers(family, tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved")).eval()
     idx = torch.randint(0, 61, (2, 10))
     with torch.no_grad():
-        torch.testing.assert_close(hf(idx).logits, ours(idx), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hf(idx).logits, ours.logits(idx), atol=1e-5, rtol=1e-5)
 
 
 def test_save_pretrained_keeps_the_base_models_generation_config(tmp_path):
@@ -118,13 +130,13 @@ def test_save_pretrained_keeps_the_base_models_generation_config(tmp_path):
     assert (g.eos_token_id, g.temperature, g.top_p) == ([2, 5], 0.7, 0.8)
 
 
-def test_token_logprobs_match_log_softmax(tmp_path):
+def test_logprobs_match_log_softmax(tmp_path):
     path, hf = tiny_hf("llama", tmp_path)
     model = Transformer.from_pretrained(path)
     idx = torch.randint(0, 61, (2, 7))
     valid = torch.ones_like(idx, dtype=torch.bool)
     with torch.no_grad():
-        lp, ent = token_logprobs(model, idx, valid, temperature=0.7)
+        lp, ent = model(idx, valid, temperature=0.7)
         logp = torch.log_softmax(hf(idx).logits / 0.7, -1)
     want = logp[:, :-1].gather(-1, idx[:, 1:, None]).squeeze(-1)
     torch.testing.assert_close(lp[:, 1:], want, atol=1e-5, rtol=1e-5)
@@ -169,7 +181,7 @@ def test_a_batch_without_response_tokens_scores_nothing(tmp_path):
     path, _ = tiny_hf("qwen2", tmp_path)
     m = Transformer.from_pretrained(path).train()
     tokens, valid = padded_batch()
-    lp, ent = token_logprobs(m, tokens, valid, torch.zeros_like(valid), entropy_grad=True)
+    lp, ent = m(tokens, valid, torch.zeros_like(valid), entropy_grad=True)
     assert lp.shape == ent.shape == (3, 10) and not lp.any() and not ent.any()
     (lp.sum() + ent.sum()).backward()
 
@@ -267,7 +279,7 @@ def test_chunked_logprobs_and_checkpointing_match_the_plain_path(tmp_path, monke
         m = Transformer.from_pretrained(path).train()
         m.grad_checkpointing = ckpt
         monkeypatch.setattr(head_lib, "LOGIT_CHUNK", chunk)
-        lp, ent = token_logprobs(m, tokens, valid, entropy_grad=True)
+        lp, ent = m(tokens, valid, entropy_grad=True)
         (lp.sum() + ent.sum()).backward()
         return lp, ent, [p.grad for p in m.parameters()]
     want = run(2 ** 27, False)
@@ -294,7 +306,7 @@ def test_logprobs_of_the_response_only_equal_the_full_ones_there(tmp_path):
 
     def run(resp):
         m.zero_grad()
-        lp, ent = token_logprobs(m, tokens, valid, resp, temperature=0.8, entropy_grad=True)
+        lp, ent = m(tokens, valid, resp, temperature=0.8, entropy_grad=True)
         ((lp * response).sum() + 0.1 * (ent * response).sum()).backward()
         return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
     full = run(None)
@@ -346,7 +358,7 @@ def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(family, ckpt, 
 
     def run():
         m.zero_grad()
-        lp, ent = token_logprobs(m, tokens, valid, response, temperature=0.8, entropy_grad=True)
+        lp, ent = m(tokens, valid, response, temperature=0.8, entropy_grad=True)
         (lp.sum() + 0.1 * ent.sum()).backward()
         return lp.detach(), ent.detach(), [p.grad.clone() for p in m.parameters()]
     shared = run()

@@ -2,7 +2,7 @@
 import torch
 
 from conftest import tiny_hf
-from model import Transformer, token_logprobs
+from model import Transformer
 from rollout import generate, sample, truncate
 
 
@@ -42,8 +42,8 @@ def test_sampler_logprobs_equal_training_forward(tmp_path):
         lengths = ro.mask.sum(1)
         assert (~ro.valid[:, :7]).any() and lengths.min() < lengths.max() and lengths.max() > 6  # what is tested
         with torch.no_grad():
-            lp, _ = token_logprobs(model, ro.tokens, ro.valid, temperature=0.8)
-            lp_response, _ = token_logprobs(model, ro.tokens, ro.valid, ro.mask, temperature=0.8)
+            lp, _ = model(ro.tokens, ro.valid, temperature=0.8)
+            lp_response, _ = model(ro.tokens, ro.valid, ro.mask, temperature=0.8)
         torch.testing.assert_close(lp[ro.mask], ro.logprobs[ro.mask], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lp_response, ro.logprobs, atol=1e-5, rtol=1e-5)
         assert (ro.logprobs[~ro.mask] == 0).all()

@@ -72,7 +72,7 @@ def test_paper_config_on_an_offline_cpu_fails_with_one_clear_line(tmp_path, monk
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(SystemExit) as e:
-        run(tmp_path, os.path.join(ROOT, "config", "qwen2.5-0.5b_gsm8k.py"), "--max_steps=1")
+        run(tmp_path, os.path.join(ROOT, "config", "paper", "qwen2.5-0.5b_gsm8k.py"), "--max_steps=1")
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1
     assert "Qwen/Qwen2.5-0.5B-Instruct" in err[0] and "local directory" in err[0]

@@ -79,7 +79,7 @@ def main():
         for i, (s, st) in enumerate(zip(seqs, starts)):  # learn the answer and EOS, not the prompt
             y[i, :st - 1] = -100
             y[i, len(s) - 1:] = -100
-        loss = F.cross_entropy(model(x)[:, :-1].reshape(-1, len(tok)), y.reshape(-1), ignore_index=-100)
+        loss = F.cross_entropy(model.logits(x)[:, :-1].reshape(-1, len(tok)), y.reshape(-1), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
         opt.step()

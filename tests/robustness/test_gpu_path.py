@@ -18,10 +18,11 @@ from configurator import configure
 from test_data import GSM8K, LIGHTEVAL, QWEN_TEMPLATE, char_tokenizer, quiet_private_cache, write  # noqa: F401
 from test_train import DEFAULTS, ROOT, run
 
-MODEL_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*-*b_*.py")))
+MODEL_CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "paper", "*-*b_*.py")))
 FAMILY = {"qwen2.5-0.5b": "qwen2", "llama3.2-1b": "llama", "olmo2-1b": "olmo2"}
 # every design-choice config (the paper's grids and nanoRFT's extensions); sweep_cpu is the arith task's base
-DESIGNS = sorted(os.path.basename(f)[:-3] for f in glob.glob(os.path.join(ROOT, "config", "*.py"))
+DESIGNS = sorted(os.path.relpath(f, os.path.join(ROOT, "config"))[:-3]
+                 for f in glob.glob(os.path.join(ROOT, "config", "**", "*.py"), recursive=True)
                  if f not in MODEL_CONFIGS and os.path.basename(f) not in ("paper.py", "sweep_cpu.py"))
 UNTIMED = ("time", "sample_s", "update_s", "tokens_per_s")
 
