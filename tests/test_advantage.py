@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import advantage
+from conftest import U32
 
+# hand-computed values are met to torch.testing.assert_close's float32 defaults (rtol 1.3e-6, about 22 U32):
+# each is a few float32 operations on exact rewards, a few U32 apart
 R = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
 
 
@@ -23,8 +26,13 @@ def test_grpo_hand_computed():
 
 def test_grpo_zero_mean_unit_std_and_all_equal_group_is_zero():
     a = advantage.compute_advantages(R, "grpo")
-    torch.testing.assert_close(a[:2].mean(1), torch.zeros(2), atol=1e-6, rtol=0)
-    torch.testing.assert_close(a[:2].std(1), torch.ones(2), atol=1e-4, rtol=0)
+    # rounding noise, bounded absolutely: n = 4 terms, each rounded twice (2 U32 of its size) and summed in
+    # float32 ((n - 1) U32 of their total, Higham 2002, section 4.2), then divided by n
+    n, size = 4, a.abs().max().item()
+    torch.testing.assert_close(a[:2].mean(1), torch.zeros(2), atol=(n + 1) * U32 * size, rtol=0)
+    # the std is 1 less eps's share, std / (std + eps) with the default eps = 1e-6, to the same rounding
+    s = R[:2].std(1)
+    torch.testing.assert_close(a[:2].std(1), s / (s + 1e-6), atol=4 * n * U32, rtol=0)
     assert torch.equal(a[2], torch.zeros(4))
     assert torch.isfinite(advantage.compute_advantages(torch.ones(2, 3), "grpo")).all()
 
@@ -32,7 +40,9 @@ def test_grpo_zero_mean_unit_std_and_all_equal_group_is_zero():
 def test_dr_grpo_and_rloo_sum_to_zero_in_a_group():
     for est in ("dr_grpo", "rloo"):
         a = advantage.compute_advantages(R, est)
-        torch.testing.assert_close(a.sum(1), torch.zeros(3), atol=1e-6, rtol=0)
+        # rounding noise, bounded absolutely: 4 terms, each rounded twice, summed in float32 (as above)
+        n, size = 4, a.abs().max().item()
+        torch.testing.assert_close(a.sum(1), torch.zeros(3), atol=n * (n + 1) * U32 * size, rtol=0)
     torch.testing.assert_close(advantage.compute_advantages(R, "dr_grpo")[1], torch.tensor([0.25, 0.25, 0.25, -0.75]))
 
 

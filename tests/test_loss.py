@@ -6,6 +6,9 @@ import torch
 
 from loss import aggregate, is_weights, kl_penalty, mismatch, policy_gradient
 
+# hand-computed values are met to pytest.approx's relative 1e-6 (about 17 U32) or torch.testing.assert_close's
+# float32 defaults (rtol 1.3e-6): each is a few float32 operations on exact inputs, a few U32 apart
+
 # a crafted batch: 2 responses, 4 positions; response 0 has 3 trained tokens, response 1 has 1
 X = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
 M = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
@@ -107,7 +110,9 @@ def test_kl_estimators_on_known_distributions():
     x = torch.multinomial(p, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
     lp, lq = p.log()[x], q.log()[x]
     for est in ("k1", "k3"):  # both unbiased for KL(p || q) when x ~ p
-        assert kl_penalty(lp, lq, est).mean().item() == pytest.approx(exact, abs=0.01)
+        values = kl_penalty(lp, lq, est)
+        # a seeded sample's mean: within 6 standard errors (k1's is 1.6e-3, k3's 2e-4)
+        assert values.mean().item() == pytest.approx(exact, abs=6 * values.std().item() / math.sqrt(len(x))), est
     assert (kl_penalty(lp, lq, "k3") >= 0).all()
     torch.testing.assert_close(kl_penalty(lp, lq, "k2"), 0.5 * (lp - lq) ** 2)
     assert kl_penalty(lp, lp, "k3").abs().max() == 0

@@ -42,10 +42,11 @@ from torch.distributed._tools.mem_tracker import MemTracker
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from machinery import flash
-from machinery.checks import PAPER_MODELS
+from machinery.memory import PAPER_MODELS
 from machinery.cli import die
 from machinery.distributed import micro_batches
-from model import Transformer, kv_cache_bytes, positions, token_logprobs
+from machinery.head import ChunkedHead
+from model import Transformer, kv_cache_bytes, positions
 from rollout import Rollout, generate
 
 
@@ -76,8 +77,10 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
     vocab = ours.cfg["vocab_size"]
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, vocab, (n_prompts, prompt_len), generator=g).to(args.device)
-    if args.compile:  # the compiled module forwards attribute lookups (lm_head, new_cache) to the model
-        ours = torch.compile(ours, dynamic=True)
+    if args.compile:  # the sampler's two steps and the update's forward, each compiled
+        ours.prefill = torch.compile(ours.prefill, dynamic=True)
+        ours.decode = torch.compile(ours.decode, dynamic=True)
+        ours = torch.compile(ours, dynamic=True)  # forwards attribute lookups (prefill, lm_head, ...) to the model
     # bf16 runs under autocast too, as train.py's do: that is what routes CUDA attention to flash-attn
     amp = lambda: torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.dtype == "bfloat16")
 
@@ -102,8 +105,7 @@ def ours_update(model, rows, micro_batch, amp):
     tokens' log-probs, backward."""
     def step(ids, cols):
         with amp():
-            logprobs, _ = token_logprobs(model, rows.tokens[ids][:, cols], rows.valid[ids][:, cols],
-                                         rows.mask[ids][:, cols])
+            logprobs, _ = model(rows.tokens[ids][:, cols], rows.valid[ids][:, cols], rows.mask[ids][:, cols])
         logprobs.sum().backward()
     groups = micro_batches(torch.arange(len(rows.valid)), rows.valid, micro_batch)  # train.update's grouping
     return [lambda ids=ids, cols=cols: step(ids, cols) for ids, cols in groups]
@@ -187,6 +189,14 @@ def bench_gsm8k(args, repeat=2):
     bench_update(ours, hf, rows, 8, amp, args, repeat)
 
 
+def scored_everywhere(model, tokens):
+    """The update's forward on full rows tokens (B, T), the head at every position -> log-probs (B * T,): what
+    model(tokens, valid) runs, without the masks, whose data-dependent shapes FakeTensorMode cannot follow."""
+    pos = torch.arange(tokens.size(1), device=tokens.device).expand(tokens.shape)
+    h = model.model.norm(model.hidden(flash.context(tokens, pos, None, None))[0].flatten(0, 1))  # (B * T, D)
+    return ChunkedHead.apply(h, model.lm_head.weight, tokens.flatten(), 1.0, False)
+
+
 def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
     """Bytes alive at the peak of one micro-batch's forward + backward (weights and gradients excluded),
     every row a full seq_len tokens: the worst case of a padded batch or a packed FlashAttention row."""
@@ -200,7 +210,7 @@ def update_peak(hf_config, micro_batch, seq_len, grad_checkpointing):
         tracker.track_external(model)
         with tracker:
             with torch.autocast("cpu", dtype=torch.bfloat16):  # what dtype = "bfloat16" runs
-                lp, _ = model(tokens, targets=tokens)
+                lp, _ = scored_everywhere(model, tokens)
             lp.sum().backward()
         peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]
         return sum(v for k, v in peak.items() if k != "Total" and k.value in ("Activation", "Temp", "Other"))
@@ -357,8 +367,8 @@ def logprob_check(model, rows, device):
     the tolerance is relative: 3% of the largest |log-prob|, plus 1e-3 for log-probs near 0 (tests/test_flash.py)."""
     with torch.no_grad():
         with torch.autocast(device, torch.bfloat16):
-            run, _ = token_logprobs(model, rows.tokens, rows.valid, rows.mask)
-        ref, _ = token_logprobs(model, rows.tokens, rows.valid, rows.mask)  # no autocast: fp32, SDPA
+            run, _ = model(rows.tokens, rows.valid, rows.mask)
+        ref, _ = model(rows.tokens, rows.valid, rows.mask)  # no autocast: fp32, SDPA
     return (run - ref)[rows.mask].abs().max().item(), 0.03 * ref[rows.mask].abs().max().item() + 1e-3
 
 
