@@ -115,7 +115,7 @@ def test_replay_state_and_resume_are_exact(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-DESIGN_CONFIGS = [p for p in sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+DESIGN_CONFIGS = [p for p in sorted(glob.glob(os.path.join(ROOT, "config", "**", "*.py"), recursive=True))
                   if configure(DEFAULTS, [p])["init_from"] == DEFAULTS["init_from"]]  # model/data configs need their hub model: see test_data.py
 
 
@@ -176,16 +176,22 @@ def test_micro_batching_changes_only_the_summation_order(policy, extra):
 
 
 def import_graph():
-    """{module: the repo's modules it imports}, for every top-level .py file, imports inside functions included."""
+    """{module: the repo's modules it imports} for every .py file of the reading path (the root), machinery/ and
+    tools/, imports inside functions included; named as imported: train, machinery.checks, tools.plot."""
     import ast
-    mods = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))}
+    mods = {os.path.relpath(p, ROOT)[:-3].replace(os.sep, ".")
+            for d in ("", "machinery", "tools") for p in glob.glob(os.path.join(ROOT, d, "*.py"))}
     graph = {}
     for m in mods:
-        with open(os.path.join(ROOT, m + ".py"), encoding="utf-8") as f:
+        with open(os.path.join(ROOT, m.replace(".", os.sep) + ".py"), encoding="utf-8") as f:
             tree = ast.parse(f.read())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level]
-        graph[m] = {name.split(".")[0] for name in names} & mods - {m}
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.module and not n.level:
+                names += [n.module] + [f"{n.module}.{a.name}" for a in n.names]
+        if m.startswith("tools."):  # the tools import each other by plain name (tools/ is their sys.path[0])
+            names += [f"tools.{name}" for name in names]
+        graph[m] = {name for name in names if name in mods} - {m}
     return graph
 
 
@@ -205,4 +211,22 @@ def test_imports_point_one_way():
             done.add(m)
     for m in sorted(graph):
         visit(m)
-    assert {"train", "checks", "evaluate", "model"} <= done and "checks" in graph["evaluate"]
+    assert {"train", "machinery.checks", "evaluate", "model", "tools.sweep"} <= done
+    assert "machinery.checks" in graph["evaluate"] and "tools.plot" in graph["tools.sweep"]
+
+
+def test_the_root_is_the_reading_path_and_nothing_below_the_entry_points_reads_the_cli():
+    """The root holds the few files a newcomer reads (machinery and tools one folder away), and configuration is
+    read only by the programs a user runs: no model, data or machinery module imports configurator."""
+    root = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*.py")))
+    assert len(root) <= 10, root
+    graph = import_graph()
+    readers = {m for m, deps in graph.items() if "configurator" in deps}
+    assert readers <= {"train", "evaluate"} | {m for m in graph if m.startswith("tools.")}, readers
+
+
+def test_no_code_file_is_longer_than_a_sitting():
+    """Every .py file of the reading path, machinery/ and tools/ reads in one sitting: at most 350 lines."""
+    long = {m: n for m in import_graph()
+            if (n := sum(1 for _ in open(os.path.join(ROOT, m.replace(".", os.sep) + ".py"), encoding="utf-8"))) > 350}
+    assert not long, long
