@@ -35,7 +35,7 @@ def pass_at_k(n, c, k):
 def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tokens=16, batch_size=256,
                      generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0, progress=False):
     """Sample n responses to each problem and grade each under every grader.
-    generators: one torch.Generator per problem (rollout.prompt_generators), or one shared, or None.
+    generators: one numpy Generator per problem (rollout.prompt_generators), or one torch.Generator, or None.
     ids: the problems' indices in their split (default 0, 1, ...); the responses of those below `keep` are
     returned as samples. progress: a bar over the sampler calls, on stderr, from rank 0 (evaluate.py's CLI).
     Returns ({grader: [correct count per problem]}, [sample dicts])."""

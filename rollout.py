@@ -8,6 +8,7 @@ trimmed to the longest response sampled, so the update spends nothing on columns
 """
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,14 +56,14 @@ def generate(model, prompts, n, max_new_tokens, temperature=1.0, top_k=0, top_p=
              generator=None, truncated_logprobs=False):
     """Sample n responses to each prompt (a list of token-id lists). eos_id: an id or a list of stop ids.
     truncated_logprobs: log-probs under the top-k/top-p distribution drawn from, not the full one (sample).
-    generator: one torch.Generator for the batch, or a list of one per prompt; the latter makes each
-    prompt's samples independent of how prompts are batched or sharded across ranks.
+    generator: one torch.Generator for the batch, or a list of one numpy Generator per prompt
+    (prompt_generators): each prompt's samples are then independent of how prompts are batched or sharded.
     Returns a Rollout of N = len(prompts) * n rows, (N, P + R): P the longest prompt, R the longest response."""
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     N, T = B * n, P + max_new_tokens
     if isinstance(generator, (list, tuple)):  # every uniform the sampler will use, drawn up front: (N, R)
-        u = torch.cat([torch.rand(n, max_new_tokens, generator=g, device=g.device) for g in generator])
+        u = torch.from_numpy(np.concatenate([g.random((n, max_new_tokens), dtype=np.float32) for g in generator]))
     else:
         u = torch.rand(N, max_new_tokens, generator=generator, device=generator.device if generator else "cpu")
     u = u.to(device)
@@ -116,10 +117,11 @@ def cat(rollouts):
 
 
 def prompt_generators(seed, kind, step, positions):
-    """One generator per prompt, seeded by (seed, kind, step, position in the batch): samples then do not
-    depend on how prompts are batched or sharded over ranks, and a resumed run needs no sampler state."""
-    base = (((seed * 8 + kind) << 24) + step) << 24
-    return [torch.Generator().manual_seed((base + i) % 2 ** 63) for i in positions]
+    """One random stream per prompt, keyed by (seed, kind, step, position in the batch): samples then do not
+    depend on how prompts are batched or sharded over ranks, and a resumed run needs no sampler state. numpy's
+    SeedSequence hashes all four numbers whole, so every key is its own stream (a torch CPU generator keeps only
+    32 bits of its seed: packed into one integer, seeds and kinds would share their draws)."""
+    return [np.random.default_rng([seed, kind, step, i]) for i in positions]
 
 
 def completions(rollout, tok):

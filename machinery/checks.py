@@ -57,6 +57,7 @@ def check_config(c, world):
              (c["temperature"] <= 0 or c["temperature"] >= MIN_TEMPERATURE,
               f"temperature={c['temperature']} is below {MIN_TEMPERATURE:.1e}: logits / temperature would overflow "
               f"float32 for logits of size {MAX_LOGIT:.0e}; use a temperature >= {MIN_TEMPERATURE:.1e}"),
+             (0 <= c["seed"] < 2 ** 63, f"seed must be in [0, 2**63) (torch's and numpy's seeds), got {c['seed']}"),
              (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
              (c["learning_rate"] > 0, f"learning_rate must be > 0, got {c['learning_rate']}"),
              (0 <= c["clip_low"] <= 1, f"clip_low must be in [0, 1] (1 - clip_low is the lowest ratio; 1: no lower "

@@ -1,9 +1,10 @@
 """The sampler: greedy equals transformers' generate, log-probs equal the training forward, masks are right."""
+import pytest
 import torch
 
 from conftest import tiny_hf
 from model import Transformer
-from rollout import generate, sample, truncate
+from rollout import generate, prompt_generators, sample, truncate
 
 
 def test_greedy_matches_transformers_generate(tmp_path):
@@ -136,7 +137,7 @@ def test_per_prompt_generators_make_samples_independent_of_batching(tmp_path):
     path, _ = tiny_hf("qwen2", tmp_path)
     model = Transformer.from_pretrained(path)
     prompts = [[4, 5, 6], [7, 8], [9, 10, 11, 12]]
-    gens = lambda ids: [torch.Generator().manual_seed(100 + i) for i in ids]
+    gens = lambda ids: prompt_generators(100, 0, 0, ids)
     together = generate(model, prompts, 3, 8, eos_id=[5, 6, 7], generator=gens(range(3)))
     P = 4  # the longest prompt; responses follow it, trimmed to the longest one
     for i, p in enumerate(prompts):  # each prompt alone, as on another rank, samples the same responses
@@ -156,3 +157,28 @@ def test_top_p_at_an_exact_tie_keeps_the_tokens_that_reach_it_as_transformers_do
         ours = int(torch.isfinite(truncate(logits, top_p=top_p)).sum())
         theirs = int(torch.isfinite(TopPLogitsWarper(top_p)(None, logits.clone())).sum())
         assert ours == theirs == kept, (top_p, ours, theirs)
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    """key (seed, kind, step, position) -> the tokens the sampler draws for one prompt under that key's stream."""
+    model = Transformer.from_pretrained(tiny_hf("qwen2", tmp_path_factory.mktemp("m"))[0])
+    return lambda key: generate(model, [[4, 5, 6]], 2, 16, temperature=2.0,
+                                generator=prompt_generators(*key[:3], [key[3]])).tokens
+
+
+@pytest.mark.parametrize("axis, a, b", [
+    ("seed", (0, 0, 0, 0), (1, 0, 0, 0)),
+    ("seed, far apart", (5, 0, 0, 0), (5 + 2 ** 40, 0, 0, 0)),
+    ("kind: training vs evaluation", (0, 0, 3, 0), (0, 1, 3, 0)),
+    ("kind: the train split vs the test split", (0, 1, 0, 7), (0, 2, 0, 7)),
+    ("step past 256", (0, 0, 1, 0), (0, 0, 257, 0)),
+    ("step past 2**24", (0, 0, 1, 0), (0, 0, 1 + 2 ** 24, 0)),
+    ("position: rank 0's first prompt vs rank 1's", (0, 0, 0, 0), (0, 0, 0, 16)),
+])
+def test_each_seed_kind_step_and_position_is_its_own_stream(sampled, axis, a, b):
+    """Keys that differ in any one of (seed, kind, step, position) sample different responses to the same prompt
+    (32 tokens at T = 2 over 61 ids: equal by chance with probability far below 1e-9), however far apart their
+    numbers are; the same key samples the same ones (a resumed run needs no sampler state)."""
+    assert torch.equal(sampled(a), sampled(a))
+    assert not torch.equal(sampled(a), sampled(b)), axis
