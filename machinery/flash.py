@@ -11,7 +11,7 @@ descriptions once per forward (and packs the rows when training with FlashAttent
 With SDPA, the update's rows that share a prompt (GRPO's n responses) compute it once: `shared_prompts`
 finds the distinct prompts, the prompts' pass keeps each layer's keys and values, the responses' pass reads
 them (`shared_prompt_contexts`). FlashAttention's packed rows have no padding to save but still repeat the
-prompts (left for a GPU session to measure).
+prompts (not yet measured on a GPU).
 """
 import inspect
 import sys

@@ -92,7 +92,7 @@ def fake_cuda():
 # python tools/exercises.py check NAME runs NAME's tests with --exercise=NAME and reads the records these hooks write
 
 
-RECORDS = {}  # test id -> its record, written to --exercise-report at the end of the session
+RECORDS = {}  # test id -> its record, written to --exercise-report when pytest finishes
 
 
 def failure(config, excinfo, text):

@@ -83,3 +83,22 @@ def test_every_file_a_documented_command_names_exists():
                 missing += [f"{doc}: {line.strip()}: {path}" for path in expand(word)
                             if not os.path.exists(os.path.join(ROOT, path))]
     assert not missing, "\n".join(missing)
+
+
+def test_no_text_names_the_projects_tracker():
+    """Code, docs and tests speak to a reader, not to the project's tracker: no numbered issue of ours (another
+    project's, like TRL's, may be cited) and no work-period wording in prose (comments, strings, markdown)."""
+    import glob
+    import io
+    import tokenize
+    bad = re.compile(r"(?<!TRL )\bissues? \d+|\b" + "sess" + r"ions?\b", re.I)  # spelled so it can't match itself
+    found = []
+    for path in glob.glob(os.path.join(ROOT, "**", "*.md"), recursive=True):
+        found += [f"{path}: {m[0]}" for m in bad.finditer(read(os.path.relpath(path, ROOT)))]
+    for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True) + [os.path.join(ROOT, ".ci", "run")]:
+        text = read(os.path.relpath(path, ROOT))
+        if path.endswith(".py"):  # prose only: pytest's hook arguments are names in code
+            text = "\n".join(t.string for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                             if t.type in (tokenize.COMMENT, tokenize.STRING))
+        found += [f"{path}: {m[0]}" for m in bad.finditer(text)]
+    assert not found, found

@@ -1,5 +1,5 @@
 """
-A fake CUDA device, so CPU CI runs the GPU path (issue 19): tensors "on cuda:0" keep their data on the CPU but
+A fake CUDA device, so CPU CI runs the GPU path: tensors "on cuda:0" keep their data on the CPU but
 say they are on cuda:0, and mixing them with CPU tensors fails as it does on a GPU, with PyTorch's own words.
 
 - FakeCudaTensor: a plain torch.Tensor subclass with __torch_function__ (not a wrapper subclass: one that

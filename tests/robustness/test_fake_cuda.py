@@ -1,6 +1,6 @@
 """The fake CUDA device of tests/fake_cuda.py keeps a GPU's device rules on a CPU, and the faults it found in the
 GPU path stay fixed: micro-batch indices, advantages and the KL reward on the rows' device, checkpoints read to
-the CPU, and a sampler that asks the host to wait at most every rollout.SYNC_EVERY tokens (issue 19)."""
+the CPU, and a sampler that asks the host to wait at most every rollout.SYNC_EVERY tokens."""
 import math
 import os
 import zipfile

@@ -1,4 +1,4 @@
-"""Faults and bad inputs as a careless or unlucky user makes them (issue 14). Each bad input ends with exit code 2
+"""Faults and bad inputs as a careless or unlucky user makes them. Each bad input ends with exit code 2
 and one line `error: ...` on stderr (the last one, at the start of a line), no traceback, and loses nothing: no
 run overwritten, no checkpoint damaged. A kill at any point of a checkpoint save, or damaged run files, still
 resume; a resume may change only checkpoint.SAFE_TO_CHANGE."""

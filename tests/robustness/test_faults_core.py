@@ -1,4 +1,4 @@
-"""Faults, second round (issue 22): every file of a run that train.py and evaluate.py read can be truncated,
+"""Faults, second round: every file of a run that train.py and evaluate.py read can be truncated,
 corrupt or foreign, every file they write can fail, and two runs may start into one out_dir; each case ends
 with one line `error: ...` (or, where a whole checkpoint is left, goes on from it) and loses nothing. Bad
 inputs and Ctrl-C: test_faults_entry.py. Helpers and the shared run come from test_faults.py."""

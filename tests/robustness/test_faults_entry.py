@@ -1,4 +1,4 @@
-"""Bad inputs that pass the first checks and then go wrong, and Ctrl-C from the first instant (issue 22): data
+"""Bad inputs that pass the first checks and then go wrong, and Ctrl-C from the first instant: data
 lines that datasets would choke on, prompts that spell special tokens, config files as modules, a temperature
 whose scaled logits overflow, what a non-finite step names, and a SIGINT during any entry point's imports.
 Each ends with one line `error: ...` and loses nothing. Helpers come from test_faults.py."""

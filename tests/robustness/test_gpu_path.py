@@ -1,7 +1,7 @@
 """The GPU path, run on the fake CUDA device (tests/fake_cuda.py) in CPU CI: train.py on device=cuda with every
 shipped config (tiny stand-ins of all three model families, tiny local data) and every knob that moves tensors,
 evaluate.py, bench.py and resume on cuda, a checkpoint written on "cuda:0" evaluated on a CPU machine, and two
-steps on cuda equal to the CPU's (issue 19). What this cannot see: real CUDA kernels, flash-attn, memory."""
+steps on cuda equal to the CPU's. What this cannot see: real CUDA kernels, flash-attn, memory."""
 import glob
 import json
 import math
