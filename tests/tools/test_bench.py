@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from bench import gsm8k_rows, ours_update, scored_everywhere, step_peak, update_peak
+from bench import gsm8k_rows, ours_update
+from bench_memory import scored_everywhere, step_peak, update_peak
 from conftest import assert_close_sums
 from machinery.distributed import micro_batches
 from model import Transformer
