@@ -44,16 +44,16 @@ def compute_advantages(rewards, estimator, n_train=None, ids=None, replay=None, 
         n = r.size(1)
         if n < 2:
             raise ValueError("rloo needs at least 2 rollouts per prompt")
-        # EXERCISE rloo: return RLOO's advantages (B, n): each reward minus the mean of its group's other rewards
-        # (tests: tests/test_advantage.py -k rloo)
+        # EXERCISE rloo: return RLOO's advantages (B, n): each reward minus the mean of its group's other rewards,
+        # exactly 0 for an all-equal group (all_equal: for float rewards the formula alone leaves ~1e-8, which
+        # the tests reject) (tests: tests/test_advantage.py -k rloo)
         return torch.where(all_equal(r), 0.0, r - (r.sum(1, keepdim=True) - r) / (n - 1))
         # END EXERCISE
     if estimator == "batch":  # REINFORCE++ (Hu 2025): z-score against the whole batch, not the group
         mean, std = group_stats(r.reshape(1, -1))
         return torch.where(all_equal(r.reshape(1, -1)), 0.0, (r - mean) / (std + eps))
-    if estimator == "extra":  # the paper's extra sampling: n_train trained samples, all samples in the baseline
-        mean, std = group_stats(r)
-        return torch.where(all_equal(r), 0.0, (r - mean) / (std + eps))[:, :n_train]
+    if estimator == "extra":  # the paper's extra sampling: GRPO over all n samples, of which n_train are trained
+        return compute_advantages(r, "grpo", eps=eps)[:, :n_train]
     if estimator == "replay":  # the paper's replay: baseline from each prompt's last `window` rewards, across steps
         out = torch.empty_like(r)
         for i, pid in enumerate(ids):

@@ -89,8 +89,9 @@ def truncate(logits, top_k=0, top_p=1.0):
         kth = logits.topk(min(top_k, logits.size(-1)), -1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        # EXERCISE top_p: set logits to -inf outside each row's nucleus: its most likely tokens until their
-        # probability mass reaches top_p (tests: tests/test_rollout.py -k top_p)
+        # EXERCISE top_p: set logits to -inf outside each row's nucleus: the shortest run of its tokens sorted by
+        # probability whose mass reaches top_p (ties cut by sort order, not kept as top-k's are) (tests:
+        # tests/test_rollout.py -k top_p)
         sorted_logits, idx = logits.sort(-1, descending=True)
         p = sorted_logits.softmax(-1)
         drop = (p.cumsum(-1) - p) >= top_p  # the mass before a token already reaches top_p

@@ -26,6 +26,15 @@ def test_loss_aggregations(agg, want):
     assert parts.item() == pytest.approx(want)
 
 
+def test_aggregations_seq_mean_token_mean_of_a_response_with_no_trained_token_is_zero_not_nan():
+    """A response with no trained token (distributed.py's padding row) adds 0, not its 0/0 token mean, and
+    still counts among the n_seqs responses."""
+    mask = M.clone()
+    mask[1] = 0.0
+    assert aggregate(X, mask, "seq_mean_token_mean", n_tokens=3, n_seqs=2, max_new_tokens=8).item() == \
+        pytest.approx((1 + 2 + 3) / 3 / 2)
+
+
 def test_masked_positions_cannot_poison_the_loss():
     x = X.clone()
     x[0, 3], x[1, 2] = float("inf"), float("nan")  # e.g. log-probs of padding
@@ -171,6 +180,14 @@ def test_tis_weight_is_the_ratio_truncated_at_the_cap_and_detached():
     torch.testing.assert_close(w[0, :3], torch.tensor([2.0, 0.5, 3.0]))  # min(pi_trainer / pi_sampler, C)
     assert not w.requires_grad  # a weight, not a term the gradient flows through
     torch.testing.assert_close(is_weights(trainer, sampler, mask, kind="none"), torch.ones(1, 4))
+
+
+def test_tis_truncates_from_above_only_so_a_ratio_below_one_over_the_cap_stays():
+    """Only a large ratio makes the weight's variance blow up; a small one just shrinks its token's step, so TIS
+    leaves it as it is: 0.1 stays 0.1 with cap 2 (a two-sided clamp(1 / cap, cap) would raise it to 0.5)."""
+    trainer = torch.log(torch.tensor([[0.1, 0.25, 1.0, 8.0]]))
+    w = is_weights(trainer, torch.zeros(1, 4), torch.ones(1, 4), kind="tis", cap=2.0)
+    torch.testing.assert_close(w, torch.tensor([[0.1, 0.25, 1.0, 2.0]]))
 
 
 def test_mis_drops_whole_responses_whose_geometric_mean_ratio_is_outside_the_band():

@@ -7,16 +7,20 @@ Classroom exercises that reuse the real code. A region of one of nanoRFT's own f
 
 and this tool makes a student copy of the repo with chosen regions replaced by a `raise NotImplementedError`
 that says what to write and which test checks it. So there is one source of truth: the tests that check the
-student are the tests that check the project (tests/test_exercises.py strips each region and sees them fail).
+student are the tests that check the project (tests/tools/test_worksheet.py strips each region: they fail).
 
     python tools/exercises.py list                               # the worksheet's exercises, in order
     python tools/exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's
     python tools/exercises.py strip grpo rloo --out ../student   # ... or with the named ones (all rope: all, and rope)
     cd ../student && python tools/exercises.py check grpo        # grpo's tests there: PASS, TODO, WRONG, RAISES, BLOCKED
-    python tools/exercises.py check all                          # every exercise: a table to grade from (--json: JSON)
+    python tools/exercises.py check all                          # the copy's assigned ones: a table (--json: JSON)
+    python tools/exercises.py log out/grpo zero_var_frac coverage  # a run's log keys: first, mean, min, max, last
 
 `check NAME` runs pytest with --exercise=NAME: a test that stops at another exercise's raise is then skipped as
 "blocked by exercise Y" rather than failed (tests/conftest.py), so each exercise is judged by its own code only.
+A failing test is shown with what it expects left out of its assertion lines (the values are in pytest's E lines),
+since that side often spells out the answer. A copy's .exercises.json names the exercises strip assigned there:
+`check all` checks and scores those (a repo without one: every exercise).
 EXERCISES.md is the worksheet: what to read first, what to implement, the experiment to run afterwards.
 """
 import os
@@ -30,16 +34,21 @@ from machinery.cli import die, quiet_interrupt
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
 import json
-import re
 import shutil
 import subprocess
 import tempfile
 
-from markers import find, stripped
+from logs import read_log
+from markers import find, hide_expected, hide_solutions, stripped
 
 # model engineering, which every experiment runs (the policy's forward, the sampler): `strip all` leaves it
 # solved, so the RL exercises' experiments run as the student goes; `strip all rope` strips rope too
 ON_REQUEST = ("rope", "kv_cache", "top_p")
+MANIFEST = ".exercises.json"  # in a student copy: {"assigned": [the exercises strip stripped there]}
+# the instructors' answers to the worksheet's Think questions: a student copy gets this note in their place
+ANSWER_KEY = "docs/exercises_key.md"
+KEY_NOTE = ("# Answer key\n\nThe answers to the worksheet's **Think** questions are for instructors: they are in "
+            "nanoRFT's own repository, not in a student copy.\n")
 
 
 # -----------------------------------------------------------------------------
@@ -48,7 +57,8 @@ ON_REQUEST = ("rope", "kv_cache", "top_p")
 
 def strip(names, out, root=ROOT):
     """Copy the repo at root to `out` (a new or empty directory) with the named exercises' regions stripped,
-    and the solution lines that its markdown files quote hidden."""
+    the solution lines that its markdown files quote hidden, the answer key left out and the assignment
+    written to MANIFEST."""
     exercises = find(root)
     names = chosen(names, exercises)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -71,11 +81,12 @@ def strip(names, out, root=ROOT):
             solutions[ex.name] = (ex.what, [" ".join(line.split(" # ")[0].split())
                                             for line in text.splitlines()[ex.body:ex.end]])
     existed = os.path.isdir(out)
+    texts[ANSWER_KEY], texts[MANIFEST] = KEY_NOTE, json.dumps(dict(assigned=names)) + "\n"
     try:
-        for f in repo_files(root):
+        for f in sorted(set(repo_files(root)) | {MANIFEST}):
             dst = os.path.join(out, f)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            if f.endswith(".md"):
+            if f.endswith(".md") and f != ANSWER_KEY:
                 with open(os.path.join(root, f), encoding="utf-8") as fh:
                     texts[f] = hide_solutions(fh.read(), solutions)
             if f in texts:
@@ -100,23 +111,6 @@ def chosen(names, exercises):
     return [n for n in exercises if n in names or ("all" in names and n not in ON_REQUEST)]
 
 
-CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")  # one line, or two (wrapped in a paragraph)
-
-
-def hide_solutions(markdown, solutions):
-    """The markdown with every code span that quotes a stripped solution line (a piece of a statement with a
-    space in it, e.g. `-advantages * logprobs` or `state["regret"] += ...`) replaced by "(exercise NAME)",
-    except pieces of the exercise's own task. solutions: {name: (task, [code lines])}."""
-    def hide(span):
-        pieces = [p for p in (" ".join(p.split()) for p in span[1].split("...")) if p]
-        for name, (task, lines) in solutions.items():
-            if pieces and any(" " in p for p in pieces) and not any(p in task for p in pieces) and \
-                    any(all(p in line for p in pieces) for line in lines):
-                return f"(exercise {name})"
-        return span[0]
-    return CODE_SPAN.sub(hide, markdown)
-
-
 def repo_files(root):
     """Files of the repo to copy: git's tracked and untracked-but-not-ignored ones (assets/ included)."""
     try:
@@ -138,9 +132,11 @@ def repo_files(root):
 
 def check(names, root=ROOT, as_json=False):
     """Run each named exercise's tests in the repo at root (the student's copy) and say how it stands; with
-    several exercises, a table to grade from (as_json: JSON only). Returns the verdicts."""
+    several exercises, a table to grade from (as_json: JSON only), scored over those the copy assigns ("all":
+    those). Returns the verdicts."""
     exercises = find(root)
-    names = list(exercises) if names == ["all"] else names
+    todo = assigned(root, exercises)
+    names = todo if names == ["all"] else names
     for n in names:
         if n not in exercises:
             die(f"unknown exercise {n!r}; `python tools/exercises.py list` shows them")
@@ -151,18 +147,40 @@ def check(names, root=ROOT, as_json=False):
         results.append(verdict(exercises[n], run_tests(exercises[n], root)))
         if not as_json:
             show(results[-1])
-    score = sum(r["status"] == "PASS" for r in results)
+    graded = [r for r in results if r["name"] in todo]  # an exercise the copy leaves solved is no grade
+    score = sum(r["status"] == "PASS" for r in graded)
     if as_json:
-        rows = [dict({k: v for k, v in r.items() if k != "first"}, first_failure=r["first"] and
-                     {k: r["first"][k] for k in ("test", "error", "at")}) for r in results]
-        print(json.dumps(dict(exercises=rows, passed=score, total=len(results)), indent=1))
+        rows = [dict({k: v for k, v in r.items() if k != "first"}, assigned=r["name"] in todo,
+                     first_failure=r["first"] and {k: r["first"][k] for k in ("test", "error", "at")})
+                for r in results]
+        print(json.dumps(dict(exercises=rows, assigned=todo, passed=score, total=len(graded)), indent=1))
     elif len(results) > 1:
         print(f"\n{'exercise':<16} {'result':<7} {'passed':>6} {'failed':>6} {'blocked':>7}  blocked by")
         for r in results:
             print(f"{r['name']:<16} {r['status']:<7} {r['passed']:>6} {r['failed']:>6} {r['blocked']:>7}  "
-                  f"{', '.join(r['blocked_by'])}")
-        print(f"{score} of {len(results)} exercises pass")
+                  f"{', '.join(r['blocked_by'])}" + ("" if r["name"] in todo else "  (not assigned here)"))
+        copy = len(todo) < len(exercises)
+        print(f"{score} of {len(graded)} {'assigned ' if copy else ''}exercises pass"
+              + (f" ({len(todo)} assigned in this copy: {', '.join(todo)})" if copy else ""))
     return results
+
+
+def assigned(root, exercises):
+    """The exercises the copy at root assigns, in worksheet order: those its MANIFEST names (strip wrote it),
+    or every one where there is none (the repo itself)."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.exists(path):
+        return list(exercises)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            names = json.load(fh)["assigned"]
+        ok = isinstance(names, list) and set(names) <= set(exercises)
+    except (OSError, ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
+        ok = False
+    if not ok:
+        die(f"{path} is not the list of exercises strip assigned to this copy: put back the one of the copy "
+            f"handed out, or delete it to check every exercise")
+    return [n for n in exercises if n in names]
 
 
 def run_tests(ex, root):
@@ -213,17 +231,40 @@ def verdict(ex, records):
 
 
 def show(result):
-    """What a student reads: the first failing test in full (its cases, its source up to the failing line with
-    its comments, the values), then a one-line summary."""
+    """What a student reads: the first failing test (its cases, its source up to the failing line with its
+    comments, the values, but not what its assertions expect), then a one-line summary."""
     first = result["first"]
     if first is not None:
-        print(f"---- {first['test']}\n{first['text'].rstrip()}\n----")
+        print(f"---- {first['test']} (what it expects is left out: the values are on the E lines)\n"
+              f"{hide_expected(first['text']).rstrip()}\n----")
     print(f"{result['status']:<7} {result['name']}: {result['summary']}", flush=True)
+
+
+# -----------------------------------------------------------------------------
+# log: what an experiment's run logged, for the numbers the worksheet quotes
+
+
+def log_summary(run, keys):
+    """Each key's first, mean, min, max and last value over the lines of run's log.jsonl that hold it (train.py
+    logs most keys every step, the pass@1s at each evaluation), as a table."""
+    path = os.path.join(run, "log.jsonl")
+    if not os.path.isfile(path):
+        die(f"{path} does not exist; give the out_dir of a train.py run, e.g. out/grpo")
+    lines = read_log(path)
+    logged = sorted({k for line in lines for k in line})
+    missing = [k for k in keys if k not in logged]
+    if missing or not keys:
+        die(f"{', '.join(missing) or 'no key'} not in {path}; its keys: {', '.join(logged)}")
+    print(f"{'key':<16} {'lines':>5} {'first':>10} {'mean':>10} {'min':>10} {'max':>10} {'last':>10}")
+    for k in keys:
+        values = [line[k] for line in lines if k in line]
+        summary = (values[0], sum(values) / len(values), min(values), max(values), values[-1])
+        print(f"{k:<16} {len(values):>5} " + " ".join(f"{v:>10.4g}" for v in summary))
 
 
 def main(argv):
     usage = ("usage: python tools/exercises.py list | strip all|NAME [NAME ...] --out DIR | "
-             "check all|NAME [NAME ...] [--json]")
+             "check all|NAME [NAME ...] [--json] | log OUT_DIR KEY [KEY ...]")
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + usage)
         return
@@ -259,6 +300,10 @@ def main(argv):
             die(f"check needs exercise names; {usage}")
         results = check(names, as_json="--json" in args)
         sys.exit(0 if all(r["status"] == "PASS" for r in results) else 1)
+    elif cmd == "log":
+        if not args:
+            die(f"log needs a run's out_dir and log keys; {usage}")
+        log_summary(args[0], args[1:])
     else:
         die(f"unknown command {cmd!r}; {usage}")
 

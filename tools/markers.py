@@ -1,12 +1,15 @@
 """
-The exercise markers in nanoRFT's own files: their form, where they are, and the raise that replaces a region.
+The exercise markers in nanoRFT's own files: their form, where they are, the raise that replaces a region, and
+what else a student copy keeps from showing: a stripped solution quoted in the docs, and what a failing test's
+assertion expects (often the answer, spelled out as a formula).
 
     # EXERCISE grpo: GRPO's group z-score advantage (tests: tests/test_advantage.py -k test_grpo)
     <the solution: whole statements>
     # END EXERCISE
 
 A long header goes on over comment lines at the marker's indentation. exercises.py lists what find() returns,
-strips regions with stripped() and checks them with each Exercise's tests.
+strips regions with stripped() and checks them with each Exercise's tests; strip passes the copy's markdown
+through hide_solutions(), check a failing test's report through hide_expected().
 """
 import ast
 import os
@@ -44,7 +47,9 @@ def find(root):
         with open(os.path.join(root, f), encoding="utf-8") as fh:
             for ex in parse(f, fh.read()):
                 if ex.name in found:
-                    raise ValueError(f"exercise {ex.name!r} is marked twice: {found[ex.name].path} and {f}")
+                    raise ValueError(f"exercise {ex.name!r} is marked twice: {found[ex.name].path} and {f}; "
+                                     f"if one is a copy, give it a hidden or backup name (.NAME.py, NAME.py.bak), "
+                                     f"which are not read")
                 for t in ex.tests[:ex.tests.index("-k")]:
                     if not os.path.isfile(os.path.join(root, t)):
                         raise ValueError(f"{f}:{ex.begin + 1}: exercise {ex.name!r} names {t}, which does "
@@ -56,9 +61,10 @@ def find(root):
 
 def source_files(root):
     """The repo's Python files that may hold markers: the reading path (the root) and machinery/ (tests/ and
-    tools/ hold none)."""
+    tools/ hold none). Hidden files and backups are not the code that runs, so a copy kept beside a file
+    (.loss.py, #loss.py#, loss.py~, loss.py.bak, loss.orig) is not read as a second marking."""
     return sorted(os.path.join(d, f) if d else f for d in ("", "machinery")
-                  for f in os.listdir(os.path.join(root, d)) if f.endswith(".py"))
+                  for f in os.listdir(os.path.join(root, d)) if f.endswith(".py") and f[0] not in ".#")
 
 
 def parse(path, text):
@@ -135,3 +141,76 @@ def stripped(text, exercises):
 def python_string(s):
     """A Python literal of the one-line string s, in double quotes unless s holds one."""
     return repr(s) if '"' in s else '"' + s.replace("\\", "\\\\") + '"'
+
+
+# -----------------------------------------------------------------------------
+# what a student copy does not show: the answers
+
+
+CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+(?:\n[^`\n]+)?)`(?!`)")  # one line, or two (wrapped in a paragraph)
+
+
+def hide_solutions(markdown, solutions):
+    """The markdown with every code span that quotes a stripped solution line (a piece of a statement with a
+    space in it, e.g. `-advantages * logprobs` or `state["regret"] += ...`) replaced by "(exercise NAME)",
+    except pieces of the exercise's own task. solutions: {name: (task, [code lines])}."""
+    def hide(span):
+        pieces = [p for p in (" ".join(p.split()) for p in span[1].split("...")) if p]
+        for name, (task, lines) in solutions.items():
+            if pieces and any(" " in p for p in pieces) and not any(p in task for p in pieces) and \
+                    any(all(p in line for p in pieces) for line in lines):
+                return f"(exercise {name})"
+        return span[0]
+    return CODE_SPAN.sub(hide, markdown)
+
+
+LOCATION = re.compile(r"^([^\s:][^:]*):\d+:( |$)")  # a frame of pytest's report ends "tests/test_x.py:40: ..."
+ASSERTION = re.compile(r"^>?\s+(assert\b|[\w.]*assert_\w*\()")  # assert x == y, torch.testing.assert_close(
+COMPARISON = re.compile(r"\s(==|!=|<=|>=|<|>|is|in)\s")
+
+
+def hide_expected(text):
+    """pytest's report of a failure with the expected side of each assertion in the tests' frames cut
+    (`assert x == ...`, `assert_close(x, ...)`): it is often the answer, spelled out as a formula
+    (-adv * logprobs). The E lines keep the values."""
+    frames = re.split(r"(\n(?:_ )+_? *\n)", text)  # the frames, and the separator lines between them
+    for i in range(0, len(frames), 2):
+        lines = frames[i].splitlines()
+        where = next((m[1] for m in map(LOCATION.match, reversed(lines)) if m), "")
+        if where.startswith("tests"):
+            frames[i] = "\n".join(cut_assertions(lines))
+    return "".join(frames)
+
+
+def cut_assertions(lines):
+    """The source lines with each assertion's expected side replaced by '...', continuation lines and all."""
+    out, unclosed = [], 0
+    for line in lines:
+        if unclosed > 0 and re.match(r">?\s", line):  # the rest of an assertion cut above
+            unclosed += balance(line)
+            continue
+        m, unclosed = ASSERTION.match(line), 0
+        cut = m and expected_at(line, m)
+        if cut:
+            unclosed = balance(line)
+            line = line[:cut] + ("..." if m[1] == "assert" else " ...)")
+        out.append(line)
+    return out
+
+
+def expected_at(line, m):
+    """Where the expected side of the assertion on `line` starts (ASSERTION's match m): after the first
+    argument of an assert_ call, after the comparison of an assert; None if there is no such place."""
+    depth = int(m[1] != "assert")  # an assert_ call's own parenthesis is open
+    for j in range(m.end(), len(line)):
+        depth += (line[j] in "([{") - (line[j] in ")]}")
+        if m[1] != "assert" and depth == 1 and line[j] == ",":
+            return j + 1
+        comparison = COMPARISON.match(line, j)
+        if m[1] == "assert" and depth == 0 and comparison:
+            return comparison.end()
+    return None
+
+
+def balance(line):
+    return sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
