@@ -26,7 +26,7 @@ import os
 import random
 import sys
 
-from machinery.cli import die
+from machinery.cli import die, portable_path
 
 TASKS = ("arith", "gsm8k", "math", "math_full")
 ARITH_SEED = 1234  # fixes the arithmetic splits; the base policy in assets/tiny-arith was made on them
@@ -94,15 +94,18 @@ def local_split(data_path, split, columns):
     if split == "test" and os.path.isfile(data_path):  # allowed (e.g. a quick look at learning), but never silent
         print(f"warning: data_path {data_path!r} is one file, so the test split is the training problems: "
               f"test accuracy will not measure generalization", file=sys.stderr)
-    # the builder puts all data_files in its one split, named "train" whichever split they hold
+    if any("::" in f for f in files):
+        die(f"{files[0]!r}: datasets reads '::' in a file name as a chain of URLs; rename the file or its directory")
+    # the builder puts all data_files in its one split, named "train" whichever split they hold; datasets takes
+    # data_files as glob patterns, so data[1].jsonl would read data1.jsonl: escaped, each names only itself
     hint = "; fix the file or download it again"
-    ds = load_or_die(", ".join(files), hint, builder, data_files=files, split="train")
+    ds = load_or_die(", ".join(files), hint, builder, data_files=[glob.escape(f) for f in files], split="train")
     return ds, f"{', '.join(files)} ({split} split)"
 
 
 def local_files(data_path, split):
     """The file(s) holding one split: data_path itself if it is a file, else the first pattern that matches."""
-    if not os.path.exists(data_path):
+    if not os.path.exists(portable_path("data_path", data_path)):
         die(f"data_path {data_path!r} does not exist")
     if not os.access(data_path, os.R_OK):
         die(f"data_path {data_path!r} is not readable (permission denied): make it readable, or copy the data")
@@ -167,6 +170,7 @@ def check_line(path, n, line, columns):
 def load_or_die(what, hint, *args, **kwargs):
     """datasets.load_dataset(*args, **kwargs); a failure ends the run with one line naming `what`."""
     import datasets  # imported here: it takes seconds, and arith never needs it
+    check_cache(str(datasets.config.HF_DATASETS_CACHE))
     log = logging.getLogger("datasets")  # it logs a failure before raising it: quiet, so the error stays one line
     level = log.level
     log.setLevel(logging.CRITICAL)
@@ -178,6 +182,20 @@ def load_or_die(what, hint, *args, **kwargs):
         die(f"could not load {what}: {type(e).__name__}: {' '.join(str(e).split())}{hint}")
     finally:
         log.setLevel(level)
+
+
+def check_cache(cache):
+    """datasets keeps a copy of every dataset it loads, local files too, in its cache directory (under HOME by
+    default): one it cannot write (a read-only HOME) fails inside load_dataset with an error that seems to be
+    about the data. Checked first, and named."""
+    try:
+        os.makedirs(cache, exist_ok=True)
+        probe = os.path.join(cache, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        die(f"the datasets cache {cache} is not writable ({e.strerror or e}): datasets keeps a copy of every dataset "
+            f"there, local files too; set HF_DATASETS_CACHE (or HF_HOME) to a writable directory")
 
 
 def to_problems(ds, task, where):
@@ -199,13 +217,25 @@ def to_problems(ds, task, where):
 
 def fit_prompts(tok, task, problems, split, max_prompt_tokens, verbose=True):
     """Drop problems whose encoded prompt is longer than max_prompt_tokens, saying how many."""
-    kept = [p for p in problems if len(encode_prompt(tok, task, p)) <= max_prompt_tokens]
+    lengths = prompt_lengths(tok, task, problems, split)
+    kept = [p for p, n in zip(problems, lengths) if n <= max_prompt_tokens]
     if len(kept) < len(problems) and verbose:
         print(f"{split}: dropped {len(problems) - len(kept)} of {len(problems)} prompts longer than "
               f"max_prompt_tokens={max_prompt_tokens}", file=sys.stderr)
     if not kept:
         die(f"no {split} problem fits in max_prompt_tokens={max_prompt_tokens}")
     return kept
+
+
+def prompt_lengths(tok, task, problems, split):
+    """Each problem's prompt length in tokens. A prompt of no tokens (a tokenizer that knows none of its
+    characters drops them all: another model's, or a toy one) stops the run: the sampler needs one to start."""
+    lengths = [len(encode_prompt(tok, task, p)) for p in problems]
+    if 0 in lengths:
+        i = lengths.index(0)
+        die(f"{split} problem {i} encodes to no tokens ({problems[i]['prompt']!r:.60}): the tokenizer knows none of "
+            f"its characters; use the model's own tokenizer, or a model made for this task")
+    return lengths
 
 
 # -----------------------------------------------------------------------------

@@ -24,16 +24,18 @@ import torch
 from safetensors import SafetensorError
 
 from machinery import distributed as ddp
-from machinery.cli import die
+from machinery.cli import die, portable_path
 
 # knobs that may differ on --init_from=resume: they change how a run is executed or reported, not what it
 # computes (samples are seeded per prompt, so sampler and micro-batch sizes don't change them)
 SAFE_TO_CHANGE = ("out_dir", "init_from", "overwrite", "device", "num_threads", "max_steps", "eval_interval",
                   "eval_batch_size", "sample_batch_size", "micro_batch_size", "grad_checkpointing", "max_bad_steps",
-                  "log_interval", "log_samples", "log_rollouts", "wandb_log", "wandb_project", "wandb_run_name")
+                  "log_interval", "log_samples", "log_rollouts", "wandb_log", "wandb_project", "wandb_run_name",
+                  "ddp_timeout", "compile")
 LOCK = ".lock"  # held by the process that runs in out_dir (claim)
 HELD = {}  # lock path -> the open file that holds its flock, for this process's life
 SCALER_KEYS = {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}  # GradScaler's state
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")  # bundled policies
 RUN_FILES = ("log.jsonl", "samples.jsonl", "ckpt", "ckpt.old", "ckpt.tmp", "eval.json", "eval_samples.jsonl")
 
 
@@ -62,6 +64,7 @@ def prepare_out_dir(out_dir, resume, overwrite, clear=True):
     """Check out_dir before any expensive work: a writable directory, and, for a fresh run, not another run's
     (unless overwrite). clear: remove the replaced run's files now (False on ranks other than 0, or to call
     clear_run later, once the new run has passed its checks)."""
+    portable_path("out_dir", out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         die(f"out_dir {out_dir!r} is a file, not a directory; pass another --out_dir")
     if resume and not os.path.isdir(out_dir):
@@ -259,14 +262,36 @@ def load(out_dir):
 
 def model_dir(path):
     """The model directory `path` means: itself, or for a train.py out_dir its last whole checkpoint (what
-    evaluate.py --init_from=out/arith evaluates)."""
+    evaluate.py --init_from=out/arith evaluates and train.py --init_from=out/arith starts from); a bundled
+    policy (bundled) from any working directory."""
+    path = bundled(portable_path("init_from", path))
     if not os.path.isdir(path) or os.path.exists(os.path.join(path, "config.json")) or \
             not any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES):
         return path
     found = last(path)
     if found is None:
-        die(f"{path} is a train.py out_dir but holds no whole checkpoint (ckpt or ckpt.old): nothing to evaluate")
+        die(f"{path} is a train.py out_dir but holds no whole checkpoint (ckpt or ckpt.old) to start from")
     return found[0]
+
+
+def bundled(path):
+    """path; but a relative path under assets/ that is not in the working directory is nanoRFT's own copy (the
+    default init_from, assets/tiny-arith, names the code's directory, not the one a user runs it from)."""
+    mine = os.path.normpath(os.path.join(os.path.dirname(ASSETS), path))
+    if os.path.exists(path) or os.path.isabs(path) or os.path.dirname(mine) != ASSETS or not os.path.isdir(mine):
+        return path
+    return mine
+
+
+def start_from(init_from, out_dir):
+    """The model directory a fresh run into out_dir starts from (model_dir); never out_dir's own checkpoint,
+    which the run deletes (--overwrite=True) and replaces."""
+    path = model_dir(init_from)
+    if os.path.isdir(path) and os.path.isdir(out_dir) and \
+            os.path.commonpath([os.path.realpath(path), os.path.realpath(out_dir)]) == os.path.realpath(out_dir):
+        die(f"init_from={init_from!r} is this run's own out_dir {out_dir!r}, whose checkpoint a fresh run replaces: "
+            f"continue it with --init_from=resume, or start from it into another --out_dir")
+    return path
 
 
 def load_optimizer(opt, saved, path):
@@ -305,32 +330,3 @@ def check_resume(saved, now):
         may = ", ".join(sorted(safe - {"init_from", "out_dir"}))
         die(f"--init_from=resume with a different experiment: {diff}; resume with the run's own settings (only "
             f"{may} may change) or start a new run in another out_dir")
-
-
-def resume_lines(path, step, what):
-    """The JSON lines of out_dir's log.jsonl or samples.jsonl up to `step` (the checkpoint's; later ones are
-    redone), skipping lines that a kill cut short or that are not JSON, and saying what was lost."""
-    if not os.path.exists(path):
-        warn(f"{path} is missing: its {what} up to step {step} are lost; the run goes on from there")
-        return []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError as e:  # a directory, or unreadable
-        die(f"cannot read {path} ({e.strerror or e}); move it away to resume without its {what}")
-    kept, broken = [], 0
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-            if record["step"] <= step:
-                kept.append(json.dumps(record) + "\n")
-        except (ValueError, KeyError, TypeError, RecursionError):
-            # a last line without its newline was cut by a kill while it was written: a step after the
-            # checkpoint's (each step's lines are written before its checkpoint), so nothing is lost
-            broken += i < len(lines) - 1 or line.endswith("\n")
-    if broken:
-        warn(f"{path}: dropped {broken} damaged line(s)")
-    if what == "log lines" and not any(json.loads(line)["step"] == step for line in kept):
-        warn(f"{path} has no line for the checkpoint's step {step} (it was damaged or emptied): lines up to there "
-             f"are lost; the run goes on from step {step}")
-    return kept

@@ -1,8 +1,8 @@
 """
-What train.py refuses before it starts: every config value that would train on garbage or crash later, and a
-model that cannot hold the prompt and response lengths or whose run would not fit in memory (memory.py's
-estimate, whose table ends train.py --help). Each problem ends the run with one line `error: ...` (exit code
-2) before anything expensive happens.
+What train.py refuses before it starts: every config value that would train on garbage or crash later, gold
+answers the grader cannot read, and a model that cannot hold the prompt and response lengths or the tokenizer's
+ids, or whose run would not fit in memory (memory.py's estimate, whose table ends train.py --help). Each problem
+ends the run with one line `error: ...` (exit code 2) before anything expensive happens.
 """
 import importlib.util
 import json
@@ -16,6 +16,7 @@ import data
 from machinery import distributed as ddp
 import reward
 from advantage import ESTIMATORS
+from machinery.checkpoint import bundled
 from machinery.cli import die
 from loss import AGGREGATIONS, IS_CORRECTIONS, KL_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS
 from machinery.memory import GIB, PAPER_MODELS, estimate, eval_batch_fit, held_terms, memory_terms, summary
@@ -40,15 +41,13 @@ def check_config(c, world):
     for k, allowed in choices.items():
         if c[k] not in allowed:
             die(f"{k}={c[k]!r} is not one of {', '.join(allowed)}")
-    for k, v in c.items():  # float("nan") or 1e999 from a config file: every comparison below would let NaN pass
-        if isinstance(v, float) and not math.isfinite(v):
-            die(f"{k} must be a finite number, got {v}")
+    check_numbers(c)
     at_least = dict(batch_size=1, rollouts=1, ppo_epochs=1, minibatches=1, max_new_tokens=1, max_steps=1,
                     eval_interval=1, eval_batch_size=0, eval_samples=1, num_threads=1, replay_window=1,
                     max_prompt_tokens=1, max_bad_steps=1, log_interval=1, extra_rollouts=0, top_k=0, eval_problems=0,
                     train_problems=0, warmup_steps=0, weight_decay=0, grad_clip=0, kl_coef=0, kl_clamp=0, adv_eps=0,
                     entropy_coef=0, micro_batch_size=0, sample_batch_size=0, resample_tries=0, clip_high=0,
-                    min_lr_ratio=0, log_samples=0, log_rollouts=0)
+                    min_lr_ratio=0, log_samples=0, log_rollouts=0, staleness=0)
     for k, low in at_least.items():
         if c[k] < low:
             die(f"{k} must be at least {low}, got {c[k]}")
@@ -59,7 +58,13 @@ def check_config(c, world):
               f"float32 for logits of size {MAX_LOGIT:.0e}; use a temperature >= {MIN_TEMPERATURE:.1e}"),
              (0 <= c["seed"] < 2 ** 63, f"seed must be in [0, 2**63) (torch's and numpy's seeds), got {c['seed']}"),
              (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
-             (c["learning_rate"] > 0, f"learning_rate must be > 0, got {c['learning_rate']}"),
+             (0 < c["learning_rate"] <= 1,
+              f"learning_rate must be in (0, 1], got {c['learning_rate']}: AdamW moves each weight by up to about lr "
+              f"a step (its update is normalized), so above 1 the first step makes the policy noise (from 3.4e37 "
+              f"its step overflows float32)"),
+             (c["learning_rate"] * c["weight_decay"] < 1,
+              f"learning_rate * weight_decay must be below 1, got {c['learning_rate'] * c['weight_decay']:g}: AdamW "
+              f"multiplies every weight by 1 - lr * weight_decay a step, which would zero or flip them"),
              (0 <= c["clip_low"] <= 1, f"clip_low must be in [0, 1] (1 - clip_low is the lowest ratio; 1: no lower "
                                        f"bound, as CISPO), got {c['clip_low']}"),
              (c["dual_clip"] == 0 or c["dual_clip"] > 1, f"dual_clip must be 0 (off) or > 1, got {c['dual_clip']}"),
@@ -67,6 +72,8 @@ def check_config(c, world):
                                                     f"{', '.join(DTYPES)}, or '' (the same as dtype)"),
              (c["is_cap"] > 1, f"is_cap must be > 1 (tis caps weights at it, mis keeps ratios in [1/is_cap, is_cap]), "
                                f"got {c['is_cap']}"),
+             (c["m2_threshold"] > 0, f"m2_threshold must be > 0 (m2po keeps tokens whose mean squared log-ratio "
+                                     f"is below it), got {c['m2_threshold']}"),
              (c["min_lr_ratio"] <= 1, f"min_lr_ratio must be at most 1, got {c['min_lr_ratio']}"),
              (device_ok(c["device"]), f"device={c['device']!r} is not one of auto, cpu, cuda, cuda:N"
                                       + (f" with N < {torch.cuda.device_count()} (the GPUs torch sees)"
@@ -104,6 +111,44 @@ def check_config(c, world):
             print(f"warning: {msg}", file=sys.stderr)
 
 
+def check_numbers(c):
+    """Numbers that pass every range check and still break a computation: NaN or infinite floats (from a config
+    file's float("nan") or 1e999: every comparison lets NaN pass), integers beyond torch's 64 bits (2**70 passes
+    Python's comparisons, then torch.set_num_threads or tensor.split overflow)."""
+    for k, v in c.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            die(f"{k} must be a finite number, got {v}")
+        if type(v) is int and not -2 ** 63 <= v < 2 ** 63:
+            die(f"{k}={v} does not fit in 64 bits (torch's integers)")
+
+
+def check_answers(task, splits, strict, grader):
+    """Each split's gold answers in a form the grader reads: a response that states one (stated) must score 1. A
+    task whose answers never parse (GSM8K data as --task=math, answers without their '####') would train on a
+    reward of 0 and evaluate to 0 without a word: it stops here; a few that never parse are counted in a warning
+    (those problems always score 0). splits: {name: problems}."""
+    for name, problems in splits.items():
+        bad = [p["answer"] for p in problems
+               if not reward.score(task, stated(task, p["answer"]), p["answer"], strict, grader=grader)]
+        if bad and len(bad) == len(problems):
+            die(f"no gold answer of the {name} split reads as a {task} answer under grader={grader} (the first: "
+                f"{bad[0]!r:.60}): every reward would be 0; check that --task matches the data (gsm8k answers end "
+                f"with '#### <number>', math ones hold a \\boxed{{}} or are the bare answer)")
+        if bad and ddp.rank == 0:
+            print(f"warning: {len(bad)} of the {len(problems)} gold answers of the {name} split do not read as "
+                  f"{task} answers under grader={grader} (the first: {bad[0]!r:.60}): those problems always score 0",
+                  file=sys.stderr)
+
+
+def stated(task, answer):
+    """A response that states the gold `answer` in the form the task's prompt asks for (data.INSTRUCTION)."""
+    if task == "gsm8k":
+        return answer if "####" in answer else f"#### {answer}"
+    if task in ("math", "math_full"):
+        return answer if "\\boxed" in answer else f"\\boxed{{{answer}}}"
+    return answer
+
+
 def device_ok(device):
     """auto, cpu, cuda, or cuda:N for a GPU torch sees (on a machine without one, distributed.setup says so)."""
     if device in ("auto", "cpu", "cuda"):
@@ -111,6 +156,15 @@ def device_ok(device):
     index = device.removeprefix("cuda:")
     return index != device and index.isdigit() and (not torch.cuda.is_available()
                                                     or int(index) < torch.cuda.device_count())
+
+
+def check_run(path, tok, c, world, device, longest_prompt, problems, eval_sets):
+    """train.py's checks of its data and model before it loads the model: the gold answers of what it trains on
+    (problems) and evaluates (eval_sets: {split: problems}) readable by the grader (check_answers), the tokenizer's
+    ids within the model's vocabulary (check_vocab), then check_model, whose result it returns."""
+    check_answers(c["task"], dict(eval_sets, trained=problems), c["strict"], c["grader"])
+    check_vocab(model_config(path), tok, path)
+    return check_model(path, c, world, device, longest_prompt, max(map(len, eval_sets.values())))
 
 
 def check_model(path, c, world, device, longest_prompt, problems=0):
@@ -145,6 +199,15 @@ def check_positions(cfg, longest_prompt, max_new_tokens):
     if cfg.get("max_positions") and longest_prompt + max_new_tokens > cfg["max_positions"]:
         die(f"the longest prompt ({longest_prompt} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's max_position_embeddings ({cfg['max_positions']}); lower max_new_tokens or max_prompt_tokens")
+
+
+def check_vocab(cfg, tok, path):
+    """The tokenizer's ids within the model's vocab_size: a larger one (another model's tokenizer, tokens added
+    without resizing the embedding) would fail at its first lookup with an IndexError."""
+    size = max(tok.get_vocab().values()) + 1
+    if size > cfg["vocab_size"]:
+        die(f"the tokenizer in {path} has ids up to {size - 1} but the model's vocab_size is {cfg['vocab_size']}: "
+            f"use the model's own tokenizer (or resize the model's embeddings and save it again)")
 
 
 def check_fit(cfg, c, device, seq_len, samples, problems=0, world=None):
@@ -186,7 +249,7 @@ def memory_help(c):
     """train.py --help's last lines: the estimate of the config `c` (memory_terms), phase by phase, beside the GPU's
     free memory when there is one. The model's shape comes from init_from's config.json (a local directory or the
     Hugging Face cache) or, offline, PAPER_MODELS; prompts count as max_prompt_tokens long."""
-    path = os.path.join(c["out_dir"], "ckpt") if c["init_from"] == "resume" else c["init_from"]
+    path = os.path.join(c["out_dir"], "ckpt") if c["init_from"] == "resume" else bundled(c["init_from"])
     cached = None
     if not os.path.isdir(path) and path.count("/") == 1:
         from huggingface_hub import try_to_load_from_cache

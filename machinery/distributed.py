@@ -8,7 +8,12 @@ The bookkeeping that keeps ranks in step during an update also lives here, so tr
 the algorithm: one call (minibatches) cuts this rank's rows into minibatches with their global loss
 normalizers, and each into micro-batches; a backward (backward) all-reduces only once per minibatch and sums,
 rather than averages, the ranks' pieces of one global loss.
+
+A rank that waits at a collective longer than ddp_timeout for the others (one stalled or died) stops with one
+line (collective), not after gloo's default of 30 minutes with a traceback about a socket.
 """
+import datetime
+import functools
 import os
 from contextlib import nullcontext
 
@@ -20,26 +25,51 @@ from rollout import pad_left
 
 rank, world = 0, 1
 _device = "cpu"  # collectives run on this device: nccl needs CUDA tensors, gloo takes CPU ones
+_timeout = 0  # seconds a collective waits for the other ranks (setup's)
+LAUNCH = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets in each process
 
 
-def setup(device):
+def setup(device, timeout=600):
     """Resolve device ("auto": cuda when there is a GPU) and, when launched by torchrun, join the process
-    group (gloo on CPU, nccl on GPU); returns the device this process uses."""
-    global rank, world, _device
+    group (gloo on CPU, nccl on GPU) whose collectives wait at most `timeout` seconds for the other ranks;
+    returns the device this process uses."""
+    global rank, world, _device, _timeout
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         die(f"device={device!r} but torch sees no GPU; use --device=cpu (or auto)")
+    if not 1 <= timeout <= 10 ** 9:  # checked here, not in check_config, which needs the world size set up here
+        die(f"ddp_timeout must be between 1 and 10**9 seconds, got {timeout}")
     if "RANK" not in os.environ:
         return device
-    on_gpu = device.startswith("cuda")
-    dist.init_process_group("nccl" if on_gpu else "gloo")
+    missing = [k for k in LAUNCH if k not in os.environ]
+    if missing:  # a RANK left in the environment by something else: joining a group would fail or hang
+        die(f"RANK={os.environ['RANK']} is set but not {', '.join(missing)}: this is no torchrun launch; start "
+            f"with torchrun --nproc_per_node=N, or unset RANK to run one process")
+    on_gpu, _timeout = device.startswith("cuda"), timeout
+    dist.init_process_group("nccl" if on_gpu else "gloo", timeout=datetime.timedelta(seconds=timeout))
     rank, world = dist.get_rank(), dist.get_world_size()
     if on_gpu:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(device)
     _device = device
     return device
+
+
+def collective(fn):
+    """fn, which waits for the other ranks: when that wait times out, one line saying so, from the rank that
+    waited, instead of gloo's traceback (nccl's watchdog ends the process itself after the same timeout)."""
+    @functools.wraps(fn)
+    def waiting(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as e:  # torch.distributed.DistBackendError is one
+            if "timed out" not in str(e).lower() and "timeout" not in str(e).lower():
+                raise
+            die(f"rank {rank} waited {_timeout}s for the other ranks ({fn.__name__}): one of them stalled or died "
+                f"(its own error, if any, is above); the run stops, what it wrote stays whole (continue from its "
+                f"last checkpoint, if any, with --init_from=resume); raise ddp_timeout if a rank is only slow")
+    return waiting
 
 
 def share(n):
@@ -57,6 +87,7 @@ def peak_memory(device):
     return dict(peak_mem_gib=round(peak / 2 ** 30, 2))
 
 
+@collective
 def teardown():
     """End of a successful run, on every rank: wait for the other ranks, then leave the process group.
     Without the barrier a rank could die at exit (SIGABRT, "terminate called without an active exception"):
@@ -70,6 +101,7 @@ def teardown():
         dist.destroy_process_group()
 
 
+@collective
 def wrap(model):
     """The model that computes gradients: DDP all-reduces (averages) them during backward."""
     if world == 1:
@@ -77,6 +109,7 @@ def wrap(model):
     return torch.nn.parallel.DistributedDataParallel(model)
 
 
+@collective
 def all_sum(x):
     """Sum a float over ranks."""
     if world == 1:
@@ -86,6 +119,7 @@ def all_sum(x):
     return t.item()
 
 
+@collective
 def all_max(x):
     """Max of an int over ranks."""
     if world == 1:
@@ -95,6 +129,7 @@ def all_max(x):
     return int(t.item())
 
 
+@collective
 def gather_rows(t):
     """Concatenate each rank's (b, ...) tensor, the same b everywhere, in rank order -> (world * b, ...)."""
     if world == 1:
@@ -111,6 +146,7 @@ def gather_ints(x):
     return gather_rows(torch.tensor([x])).tolist()
 
 
+@collective
 def gather_objects(items):
     """Every rank's list concatenated in rank order (on every rank): for the few strings worth logging."""
     if world == 1:
@@ -187,6 +223,7 @@ def micro_batches(ids, valid, size):
     return out
 
 
+@collective
 def backward(model, loss, last):
     """loss.backward() for one micro-batch of a minibatch; last: whether it is the minibatch's last one.
     DDP averages gradients over ranks, but each rank's loss is a piece of one global sum (the normalizers

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from machinery import checkpoint
+from machinery import checkpoint, distributed as ddp
 from machinery.cli import die
 
 
@@ -40,15 +40,15 @@ class Reporter:
     """Holds the open log files (and the wandb run) of rank 0; every method is a no-op on other ranks."""
 
     def __init__(self, out_dir, resume_step, config, state, active):
-        self.active, self.wandb = active, None
+        self.active, self.wandb, self.lines = active, None, []  # (summary on every rank: said by rank 0)
         if not active:
             return
         log_path, samples_path = (os.path.join(out_dir, f) for f in ("log.jsonl", "samples.jsonl"))
         if resume_step is None:  # a fresh run
             kept_log, kept_samples = [], []
         else:  # keep what precedes the checkpoint; what follows is redone
-            kept_log = checkpoint.resume_lines(log_path, resume_step, "log lines")
-            kept_samples = checkpoint.resume_lines(samples_path, resume_step, "samples") \
+            kept_log = resume_lines(log_path, resume_step, "log lines")
+            kept_samples = resume_lines(samples_path, resume_step, "samples") \
                 if os.path.exists(samples_path) or kept_log else []
         self.lines, self.out_dir = [json.loads(line) for line in kept_log], out_dir
         for path, kept in ((log_path, kept_log), (samples_path, kept_samples)):
@@ -113,13 +113,49 @@ class Reporter:
                 self.wandb.finish()
 
 
-def rollout_examples(problems, ids, n, texts, answers, finished, correct, k):
-    """The first k training responses of rank 0 (whose prompts come first) as samples.jsonl records: problem ids
-    (B,), n responses per prompt, prompt-major texts/answers/finished (B * n,), correct {grader: (B, n)}."""
-    return [dict(index=ids[j // n], sample=j % n, prompt=problems[ids[j // n]]["prompt"], response=texts[j],
-                 answer=answers[j], finished=bool(finished[j]),
-                 **{f"reward_{g}": c[j // n, j % n].item() for g, c in correct.items()})
-            for j in range(min(k, len(texts)))]
+def resume_lines(path, step, what):
+    """The JSON lines of out_dir's log.jsonl or samples.jsonl up to `step` (the checkpoint's; later ones are
+    redone), skipping lines that a kill cut short or that are not JSON, and saying what was lost."""
+    if not os.path.exists(path):
+        checkpoint.warn(f"{path} is missing: its {what} up to step {step} are lost; the run goes on from there")
+        return []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError as e:  # a directory, or unreadable
+        die(f"cannot read {path} ({e.strerror or e}); move it away to resume without its {what}")
+    kept, broken = [], 0
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if record["step"] <= step:
+                kept.append(json.dumps(record) + "\n")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # a last line without its newline was cut by a kill while it was written: a step after the
+            # checkpoint's (each step's lines are written before its checkpoint), so nothing is lost
+            broken += i < len(lines) - 1 or line.endswith("\n")
+    if broken:
+        checkpoint.warn(f"{path}: dropped {broken} damaged line(s)")
+    if what == "log lines" and not any(json.loads(line)["step"] == step for line in kept):
+        checkpoint.warn(f"{path} has no line for the checkpoint's step {step} (it was damaged or emptied): lines up "
+                        f"to there are lost; the run goes on from step {step}")
+    return kept
+
+
+def rollout_examples(problems, ids, mine, n, texts, answers, finished, correct, k):
+    """The step's first k training responses as samples.jsonl records, in a single process's order (rank 0's
+    prompts first, then rank 1's, ...), on every rank: each rank's first k are gathered. ids: the batch's
+    problem ids (B,); mine: this rank's positions in it; n responses per prompt; this rank's prompt-major
+    texts/answers/finished (len(mine) * n,); correct: {grader: (B, n)} of the whole batch."""
+    if k == 0:  # the same on every rank: then no rank gathers
+        return []
+    own = []
+    for j in range(min(k, len(texts))):
+        b = mine[j // n]  # the response's prompt, as a position in the batch
+        own.append(dict(index=ids[b], sample=j % n, prompt=problems[ids[b]]["prompt"], response=texts[j],
+                        answer=answers[j], finished=bool(finished[j]),
+                        **{f"reward_{g}": c[b, j % n].item() for g, c in correct.items()}))
+    return ddp.gather_objects(own)[:k]
 
 
 def append(f, text):
@@ -150,12 +186,8 @@ def bad_step(step, stats, rows, bad_steps, max_bad_steps, active):
 
 
 def say(msg):
-    """A line on stdout that doesn't break a tqdm bar. When stdout is gone (`python train.py | head` ended), the
-    run goes on with its log files: one warning, and later lines go to /dev/null."""
+    """A line on stdout that doesn't break a tqdm bar, flushed at once (a redirected console keeps up). A console
+    that fails (`| head`, a full disk) never stops the run: an entry point's stdout is a cli.Console."""
     from tqdm import tqdm
-    try:
-        tqdm.write(msg, file=sys.stdout)
-        sys.stdout.flush()  # a closed pipe fails here, not at exit with an "Exception ignored" traceback
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("warning: stdout was closed; the run goes on, its lines are in log.jsonl", file=sys.stderr)
+    tqdm.write(msg, file=sys.stdout)
+    sys.stdout.flush()

@@ -43,7 +43,7 @@ def load_runs(paths):
 def find_logs(path):
     """The log.jsonl files under path: a run dir, a dir of runs (seedN or plain out_dirs), or a sweep dir."""
     for depth in ("", "*", os.path.join("*", "*")):
-        logs = glob.glob(os.path.join(path, depth, "log.jsonl"))
+        logs = glob.glob(os.path.join(glob.escape(path), depth, "log.jsonl"))  # "run [v2]" names itself
         if logs:
             return sorted(logs, key=natural)
     return []
@@ -96,7 +96,7 @@ def read_pipeline(path):
 
 
 def read_log(path):
-    """The records of a log.jsonl, read as train.py's resume reads it (checkpoint.resume_lines): bytes that
+    """The records of a log.jsonl, read as train.py's resume reads it (report.resume_lines): bytes that
     are not UTF-8 are replaced, a line a kill cut is dropped, other damaged lines are skipped with a
     warning."""
     try:

@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: 
 sys.path.insert(0, ROOT)
 
 from configurator import read_config
-from machinery.cli import die, quiet_interrupt
+from machinery.cli import die, portable_path, quiet_interrupt
 
 quiet_interrupt(__name__)  # first: a Ctrl-C during the imports below ends with one line, not a traceback
 
@@ -255,7 +255,7 @@ def main(argv=None):
     if rerun - set(entries):
         die(f"--rerun={args.rerun}: {', '.join(sorted(rerun - set(entries)))} not an entry of the pipeline: "
             f"{', '.join(entries)}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
+    if os.path.exists(portable_path("--out", args.out)) and not os.path.isdir(args.out):  # (train.py's out_dirs)
         die(f"--out={args.out!r} is a file, not a directory; pass another --out")
     base = [args.base] if args.base else []
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]

@@ -1,7 +1,8 @@
 """Bad inputs that pass the first checks and then go wrong, and Ctrl-C from the first instant: data
 lines that datasets would choke on, prompts that spell special tokens, config files as modules, a temperature
-whose scaled logits overflow, what a non-finite step names, and a SIGINT during any entry point's imports.
-Each ends with one line `error: ...` and loses nothing. Helpers come from test_faults.py."""
+whose scaled logits overflow, what a non-finite step names, and a SIGINT during any entry point's imports;
+an error line starts a line of its own after a progress bar. Each ends with one line `error: ...` and loses
+nothing. Helpers come from test_faults.py."""
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from machinery import checks
 import data
 import train
 from configurator import configure
+from machinery.cli import die
 from test_data import QWEN_TEMPLATE, char_tokenizer
 from test_faults import DEFAULTS, ENV, ROOT, TINY, evaluate_main, fails, no_eval, train_main
 
@@ -149,3 +151,22 @@ def test_ctrl_c_during_the_imports_is_one_line(script, argv, target, tmp_path):
     assert p.returncode == -signal.SIGINT, p.stderr[-2000:]  # as Python ends on Ctrl-C (130 in a shell)
     assert p.stderr == "error: interrupted\n"
     assert set(os.listdir(tmp_path)) <= {"__pycache__", "sitecustomize.py"}  # nothing written
+
+
+# -----------------------------------------------------------------------------
+# error lines and progress bars
+
+def test_an_error_during_a_progress_bar_starts_its_own_line(capsys):
+    from tqdm import tqdm
+    bar = tqdm(total=10, file=sys.stderr, mininterval=0, miniters=1)
+    bar.update(4)  # the bar's line is drawn, without a newline
+    with pytest.raises(SystemExit) as e:
+        die("disk full")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.endswith("\nerror: disk full\n") and "4/10" in err, repr(err)
+
+
+def test_die_does_not_import_tqdm():
+    code = "import sys\nfrom machinery import cli\ntry: cli.die('x')\nexcept SystemExit: print('tqdm' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "False" and p.stderr == "error: x\n"
