@@ -17,7 +17,7 @@ POLICY_LOSSES = ("ppo", "cispo")
 RATIO_LEVELS = ("token", "sequence")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-IS_CORRECTIONS = ("none", "tis", "mis")
+IS_CORRECTIONS = ("none", "tis", "mis", "m2po")
 MISMATCH_BAND = 1.1  # a token ratio outside [1/1.1, 1.1] counts in mismatch_frac (TRL issue 6789's measure)
 
 
@@ -104,7 +104,8 @@ def kl_penalty(logprobs, ref_logprobs, estimator="k3", clamp=0.0):
 
 # -----------------------------------------------------------------------------
 # the sampler/trainer gap: the sampler (a KV-cached decode, maybe in another precision) and the trainer (one
-# packed forward) do not compute the same probabilities, so "on-policy" responses are slightly off-policy
+# packed forward) do not compute the same probabilities, so "on-policy" responses are slightly off-policy; with
+# staleness (machinery/stale.py) the sampler is also an older policy, and the gap is that of K steps
 
 
 def mismatch(trainer_logprobs, sampler_logprobs, mask):
@@ -123,7 +124,8 @@ def mismatch(trainer_logprobs, sampler_logprobs, mask):
 def is_weights(trainer_logprobs, sampler_logprobs, mask, kind="none", cap=2.0):
     """Detached weights (N, T) that multiply each token's policy-gradient loss to correct for the sampler not
     being the trainer. trainer_logprobs: the trainer's log-probs of the sampled tokens before the update's first
-    optimizer step (pi_old); sampler_logprobs: the sampler's (pi_sampler); mask (N, T); cap: C.
+    optimizer step (pi_old); sampler_logprobs: the sampler's (pi_sampler, the behaviour policy: with staleness
+    an older policy); mask (N, T); cap: C.
       none  w = 1: the responses are treated as the trainer's own (the paper's verl runs)
       tis   w_t = min(pi_old / pi_sampler, C) per token: truncated importance sampling (Yao et al. 2025, "Your
             efficient RL framework secretly brings you off-policy RL training"; oat's tis_c, verl's rollout_is
@@ -132,6 +134,10 @@ def is_weights(trainer_logprobs, sampler_logprobs, mask, kind="none", cap=2.0):
             [1/C, C], else 0 for all its tokens: masked importance sampling, no gradient from responses the
             trainer would not have sampled (verl's sequence-level rejection, IcePop's band, DeepSeek-V3.2's and
             TRL's off-policy masking)
+      m2po  w_t = pi_old / pi_sampler for a token whose squared log-ratio is <= cap (for m2po, the cutoff
+            m2po_cutoff finds), else 0: M2PO's second-moment mask (Zheng et al. 2025, arXiv 2510.01161), made
+            for stale samplers: only the few tokens that push the step's mean (log ratio)^2 over its threshold
+            lose their gradient
     Composition with PPO (verl, TRL): the weight multiplies the clipped loss, whose ratio is against pi_old,
         L_t = w_t * max(-A_t r_t, -A_t clip(r_t, 1 - eps_low, 1 + eps_high)),  r_t = pi_theta / pi_old,
     so the clip bounds the policy's own move and w the sampler's error. On-policy (one epoch, one minibatch)
@@ -147,4 +153,23 @@ def is_weights(trainer_logprobs, sampler_logprobs, mask, kind="none", cap=2.0):
     if kind == "mis":
         seq = log_ratio.sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)  # (N, 1) log geometric mean
         return (seq.abs() <= math.log(cap)).float().expand_as(log_ratio)
+    if kind == "m2po":
+        return torch.where(log_ratio.square() <= cap, torch.exp(log_ratio), 0.0)
     raise ValueError(f"unknown is_correction {kind!r}; expected one of {IS_CORRECTIONS}")
+
+
+def m2po_cutoff(squares, threshold):
+    """M2PO's mask as a cutoff (Zheng et al. 2025, arXiv 2510.01161; AReaL's m2_threshold): the tokens with
+    the largest squared log-ratio (log pi_old / pi_sampler)^2 are masked until the mean of the rest, the
+    step's second moment M2, is below `threshold`. Unlike PPO's clip, which cuts every token past a fixed
+    ratio, it keeps all of a step whose M2 is small. squares (n,): the values of all the step's trained tokens.
+    Returns the largest value kept (a token is kept if its value is <= it: equal values are kept or masked
+    together), inf when nothing is masked, -1.0 when everything is."""
+    values = squares.double().sort().values  # (n,) ascending: the mean of the i smallest grows with i
+    means = values.cumsum(0) / torch.arange(1, len(values) + 1, dtype=torch.float64)
+    last = torch.ones_like(values, dtype=torch.bool)
+    last[:-1] = values[1:] > values[:-1]  # the last of equal values: a cut can fall only after it
+    cuts = ((means < threshold) & last).nonzero().flatten()  # where the kept tokens may end
+    if len(cuts) == 0:
+        return math.inf if len(values) == 0 else -1.0
+    return math.inf if cuts[-1] == len(values) - 1 else values[cuts[-1]].item()

@@ -11,6 +11,10 @@ The experiments sweep.py runs: each pipeline an ordered table {entry name: its c
                 bare, with TIS and with MIS; all-bf16; all-fp16 with a loss scaler
   top_p         the minimal baseline sampling at top_p = 0.8, its log-probs of the full softmax or the
                 truncated one
+  staleness     the sampler K = 1, 2, 4, 8 steps behind (an asynchronous pipeline's lag), each K against
+                K = 0 of its arm: the minimalist baseline and GRPO at 8 rollouts, each bare (REINFORCE on
+                stale data), with PPO's clip (4 minibatches), TIS and M2PO; staleness_minimal and
+                staleness_grpo are its two halves. tools/plot_staleness.py tables and plots it by K
   all           each distinct setting of the others once
 
 A pipeline's first entry is its baseline, and each entry changes one design choice; plot.py compares each
@@ -84,6 +88,21 @@ PIPELINES = {
     "top_p": {"minimal": MINIMAL, "top_p80": [*MINIMAL, "--top_p=0.8"],
               "top_p80_truncated": [*MINIMAL, "--top_p=0.8", "--truncated_logprobs=True"]},
 }
+# nanoRFT's extension: staleness (machinery/stale.py). PPO's clip acts against pi_old, the trainer's policy at
+# the step's start, so only from a step's second optimizer step on: its arm takes 4 per step (minibatches), as
+# the loss pipeline's ppo_4minibatches; TIS and M2PO weight pi_old against the sampler (K steps old)
+STALE_K = (1, 2, 4, 8)
+ARMS = {"minimal": {"minimal": MINIMAL, "minimal_ppo_4minibatches": [*MINIMAL, "--minibatches=4"],
+                    "minimal_tis": [*MINIMAL, "--is_correction=tis"],
+                    "minimal_m2po": [*MINIMAL, "--is_correction=m2po"]},
+        "grpo": {"rollouts_8": GRPO, "ppo_4minibatches": [*GRPO, "--minibatches=4"],
+                 "rollouts_8_tis": [*GRPO, "--is_correction=tis"],
+                 "rollouts_8_m2po": [*GRPO, "--is_correction=m2po"]}}
+HALVES = [f"staleness_{half}" for half in ARMS]  # the staleness pipeline in two: each one arm's entries
+for half, arms in zip(HALVES, ARMS.values()):
+    PIPELINES[half] = {f"{arm}_stale{k}" if k else arm: [*cfg, f"--staleness={k}"] if k else cfg
+                       for arm, cfg in arms.items() for k in (0, *STALE_K)}
+PIPELINES["staleness"] = {name: cfg for half in HALVES for name, cfg in PIPELINES[half].items()}
 # every distinct setting once, the minimalist baseline first
 PIPELINES["all"] = {"minimal": MINIMAL, **{name: cfg for entries in list(PIPELINES.values())
                                           for name, cfg in entries.items()}}
@@ -95,10 +114,13 @@ REFERENCES = {"replay": {**{twin: twin for twin in TWINS.values()}, **TWINS},  #
               "loss": dict(gspo="ppo_4minibatches", cispo="ppo_4minibatches"),
               "precision": dict(bf16_sampler_tis="bf16_sampler", bf16_sampler_mis="bf16_sampler"),
               "top_p": dict(top_p80_truncated="top_p80")}
-# in `all`, an entry of one pipeline keeps its reference there; one of several (rollouts_8), and a twin, is
-# compared with minimal
+for name in ("staleness", *HALVES):  # each K with its arm's K = 0, which is not compared with another arm
+    REFERENCES[name] = {e: e.rpartition("_stale")[0] or e for e in PIPELINES[name]}
+# in `all`, an entry of one pipeline (the halves count as staleness) keeps its reference there; one of several
+# (rollouts_8), and a twin, is compared with minimal
+OWN = [name for name in PIPELINES if name not in ("all", *HALVES)]
 REFERENCES["all"] = {e: r for refs in REFERENCES.values() for e, r in refs.items()
-                     if e != r and sum(e in PIPELINES[name] for name in PIPELINES if name != "all") == 1}
+                     if e != r and sum(e in PIPELINES[name] for name in OWN) == 1}
 # On the CPU base, the entries sampling more than 256 responses per step run fewer steps, so that a pipeline
 # takes tens of minutes on 2 cores (estimates in the README). Steps stay multiples of 25, the base's
 # eval_interval, so each entry's last step is also evaluated by the 150-step runs it is compared with; the
