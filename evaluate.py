@@ -33,12 +33,13 @@ def pass_at_k(n, c, k):
 
 @torch.no_grad()
 def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tokens=16, batch_size=256,
-                     generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0, progress=False):
+                     generators=None, top_k=0, top_p=1.0, strict=True, ids=None, keep=0, progress=False,
+                     compile=False):
     """Sample n responses to each problem and grade each under every grader.
     generators: one numpy Generator per problem (rollout.prompt_generators), or one torch.Generator, or None.
     ids: the problems' indices in their split (default 0, 1, ...); the responses of those below `keep` are
     returned as samples. progress: a bar over the sampler calls, on stderr, from rank 0 (evaluate.py's CLI).
-    Returns ({grader: [correct count per problem]}, [sample dicts])."""
+    compile: rollout.generate's. Returns ({grader: [correct count per problem]}, [sample dicts])."""
     ids = range(len(problems)) if ids is None else ids
     correct, samples, stops = {g: [] for g in reward.GRADERS}, [], data.stop_ids(tok)
     batches = range(0, len(problems), batch_size)
@@ -51,7 +52,7 @@ def sample_and_grade(model, tok, task, problems, n, temperature=1.0, max_new_tok
         prompts = [data.encode_prompt(tok, task, p) for p in chunk]
         g = generators[i:i + batch_size] if isinstance(generators, list) else generators
         rollout = generate(model, prompts, n, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                           top_p=top_p, eos_id=stops, generator=g)
+                           top_p=top_p, eos_id=stops, generator=g, compile=compile)
         texts = completions(rollout, tok)
         for j, problem in enumerate(chunk):
             for s in range(n):
@@ -87,10 +88,11 @@ def evaluate(model, tok, task, problems, n=1, ks=(1,), greedy=True, grader="nano
     was_training = model.training
     model.eval()
     correct, samples = sample_and_grade(model, tok, task, problems, n, keep=keep, **sampling)
-    out = {k: v / len(problems) for k, v in totals(correct, n, ks, grader).items()}
+    size = max(len(problems), 1)  # none: a rank's empty shard (more ranks than problems), whose means weigh 0
+    out = {k: v / size for k, v in totals(correct, n, ks, grader).items()}
     if greedy:
         greedy_correct, _ = sample_and_grade(model, tok, task, problems, 1, **dict(sampling, temperature=0.0))
-        out["greedy_pass@1"] = sum(greedy_correct[grader]) / len(problems)
+        out["greedy_pass@1"] = sum(greedy_correct[grader]) / size
     model.train(was_training)
     return dict(out, samples=samples)
 
@@ -132,7 +134,8 @@ max_new_tokens = 8  # response length limit
 eval_batch_size = 128  # prompts per sampler call; 0 = as many as fit in memory (checks.py)
 seed = 0  # sampler seed (each problem gets its own generator, as in train.py)
 device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
-dtype = "float32"  # float32 | bfloat16 (autocast; with flash-attn on a GPU, FlashAttention decoding)
+dtype = "float32"  # float32 | bfloat16 (autocast; with flash-attn on a GPU, FlashAttention's prefill)
+compile = False  # compile the sampler's decode step (torch.compile; CUDA graphs on a GPU): see docs/speed.md
 grader = "nanorft"  # nanorft | paper: the grader of pass@k (pass@1 under the other is reported beside it)
 strict = True  # GSM8K: score only "#### <number>" (False: the last number)
 log_samples = 32  # problems per split whose responses go to the samples file
@@ -143,13 +146,15 @@ out = ""  # JSON output path (responses: the same name with _samples.jsonl); def
 def main():
     from machinery import checkpoint
     from machinery import distributed
-    from machinery.checks import MIN_TEMPERATURE, check_fit, check_positions, device_ok, model_config
+    from machinery.checks import (MIN_TEMPERATURE, check_answers, check_fit, check_numbers, check_positions,
+                                  check_vocab, device_ok, model_config)
     from configurator import configure
     from machinery.cli import die
     from model import Transformer, load_tokenizer, resolve
     from rollout import prompt_generators
     c = configure({k: globals()[k] for k in CONFIG_KEYS}, sys.argv[1:], source=__file__)
     split_names = c["splits"].split(",")
+    check_numbers(c)
     checks = [(c["task"] in TASKS, f"task={c['task']!r} is not one of {', '.join(TASKS)}"),
               (all(s in ("train", "test") for s in split_names), f"splits={c['splits']!r}: use train, test or both"),
               (c["n_samples"] >= 1, f"n_samples must be at least 1, got {c['n_samples']}"),
@@ -157,6 +162,7 @@ def main():
               (c["temperature"] == 0 or c["temperature"] >= MIN_TEMPERATURE,  # logits / temperature stay finite
                f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE:.1e}, got {c['temperature']}"),
               (0 < c["top_p"] <= 1, f"top_p must be in (0, 1], got {c['top_p']}"),
+              (0 <= c["seed"] < 2 ** 63, f"seed must be in [0, 2**63) (numpy's seeds), got {c['seed']}"),
               (c["top_k"] >= 0 and c["max_new_tokens"] >= 1 and c["eval_batch_size"] >= 0 and c["log_samples"] >= 0,
                "top_k, eval_batch_size and log_samples must be >= 0, max_new_tokens >= 1"),
               (c["grader"] in reward.GRADERS, f"grader={c['grader']!r} is not one of {', '.join(reward.GRADERS)}"),
@@ -187,9 +193,12 @@ def main():
     tok = load_tokenizer(path)
     split_problems = {split: data.load_split(c["task"], split, c["data_path"])[:c["eval_problems"] or None]
                       for split in split_names}
-    longest = max(len(data.encode_prompt(tok, c["task"], p)) for problems in split_problems.values() for p in problems)
+    longest = max(max(data.prompt_lengths(tok, c["task"], problems, split))
+                  for split, problems in split_problems.items())
+    check_answers(c["task"], split_problems, c["strict"], c["grader"])
     cfg = model_config(path)
     check_positions(cfg, longest, c["max_new_tokens"])
+    check_vocab(cfg, tok, path)
     batch_size = check_fit(cfg, c, device, longest + c["max_new_tokens"], c["n_samples"],
                            max(map(len, split_problems.values())))  # eval_batch_size, or (0) what fits
     model = Transformer.from_pretrained(path, device=device)
@@ -204,7 +213,7 @@ def main():
             r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],
                          keep=c["log_samples"], temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
                          batch_size=batch_size, generators=generators, top_k=c["top_k"], top_p=c["top_p"],
-                         strict=c["strict"], progress=True)
+                         strict=c["strict"], progress=True, compile=c["compile"])
         all_samples += [dict(split=split, **s) for s in r.pop("samples")]
         results[split] = r
         print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))

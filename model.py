@@ -10,8 +10,8 @@ Module names mirror transformers' (model.layers.0.self_attn.q_proj, ...): state_
 Entry points, one job each:
 - model(tokens, valid, response, ...)   the update's log-probs and entropies (B, T) (forward: DDP wraps it)
 - model.logits(idx)                     logits (B, T, V) of an unpadded batch
-- model.prefill(idx, valid, cache)      prompts into a KV cache (new_cache) -> their next logits (B, V)
-- model.decode(idx, pos, valid, cache)  one token a row on the cache -> the next logits (B, V)
+- model.prefill(idx, valid, cache, n)   prompts into a KV cache (new_cache), n rows each -> next logits (B, V)
+- model.decode(idx, pos, col, valid, cache)  one token a row -> next logits (B, V); static shapes (torch.compile)
 """
 import glob
 import json
@@ -224,32 +224,32 @@ class Transformer(nn.Module):
         x = self.hidden(flash.context(idx, pos, None, None))[0]  # (B, T, D)
         return self.lm_head(self.model.norm(x))
 
-    def new_cache(self, batch, max_len):
+    def new_cache(self, batch, max_len, buffer=None):
         c, p = self.cfg, self.lm_head.weight
         kind = p.device.type  # under autocast keys/values come out in bf16: store them so, at half the memory
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else p.dtype
-        return flash.KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device)
+        return flash.KVCache(c["n_layer"], batch, c["n_kv_head"], max_len, c["head_dim"], dtype, p.device, buffer)
 
-    def prefill(self, idx, valid, cache):
-        """Prompts idx (B, T), left-padded where valid (B, T) is False (None: no padding), into the empty
-        cache -> logits (B, V) at each one's last token; a cache of n * B rows takes each prompt n times."""
+    def prefill(self, idx, valid, cache, n=1):
+        """Prompts idx (B, T), left-padded where valid (B, T) is False (None: no padding), into columns [0, T) of
+        the cache, each prompt into n rows (its samples) -> logits (B, V) at each one's last token."""
         pos = torch.arange(idx.size(1), device=idx.device).expand(idx.shape) if valid is None else positions(valid)
-        x = self.hidden(flash.context(idx, pos, valid, cache))[0]  # (B, T, D)
-        cache.pos += idx.size(1)
+        x = self.hidden(flash.context(idx, pos, valid, cache, n))[0]  # (B, T, D)
         return self.lm_head(self.model.norm(x[:, -1]))  # the other positions' logits are not needed
 
-    def decode(self, idx, pos, valid, cache):
-        """One step on the cache: idx, pos (B,): each row's newest token and its position id; valid
-        (B, T_keys): False on the keys' left padding, the cache's and idx's (None: none) -> next logits (B, V)."""
-        x = self.hidden(flash.context(idx[:, None], pos[:, None], valid, cache))[0]  # (B, 1, D)
-        cache.pos += 1
+    def decode(self, idx, pos, col, valid, cache):
+        """One step on the cache: idx, pos (B,): each row's newest token and its position id; col: () long tensor,
+        the cache column it is written to; valid (B, T_cache): False on the prompts' left padding (None: none) ->
+        next logits (B, V). Tensors in, tensors out, the same shapes every token: torch.compile captures it whole."""
+        x = self.hidden(flash.decode_context(idx[:, None], pos[:, None], col, valid, cache))[0]  # (B, 1, D)
         return self.lm_head(self.model.norm(x[:, -1]))
 
     def hidden(self, *passes):
         """The blocks: passes (idx, pos (B, T), ctx: flash.context) -> each one's last hidden states (B, T, D),
         run layer by layer together: shared prompts keep a layer's keys and values for their responses."""
         states = [(self.model.embed_tokens(idx), self.rope(pos), ctx) for idx, pos, ctx in passes]
-        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()  # in backward
+        # in backward; grad mode first: sampling (no_grad) reads neither flag, so train and eval share its graphs
+        recompute = torch.is_grad_enabled() and self.grad_checkpointing and self.training
         for block in self.model.layers:
             run = partial(checkpoint, block, use_reentrant=False) if recompute else block
             states = [(run(x, rope, ctx), rope, ctx) for x, rope, ctx in states]
@@ -276,7 +276,7 @@ class Transformer(nn.Module):
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # bad JSON, bad UTF-8, missing numbers
             die(f"{config} is not a transformers model config ({type(e).__name__}: {first_line(e)}): "
                 f"copy the base model's config.json or save the model again")
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+        files = sorted(glob.glob(os.path.join(glob.escape(path), "*.safetensors")))
         if not files:
             die(f"no *.safetensors weights in {path}: save the model with save_pretrained (safetensors format)")
         sd, where = {}, {}

@@ -1,9 +1,8 @@
 """
-Reinforcement fine-tuning with verifiable rewards as batched contextual bandit learning (arXiv 2601.22532): a
-prompt is a context, a sampled response an action, its outcome reward the bandit's reward. main() tells one
-step as a story: prompts -> rollouts -> rewards -> advantages -> loss -> optimizer step -> evaluation, log,
-checkpoint. Every design choice is a global below with a one-line comment, set by config files and
---key=value. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (see the README).
+RFT with verifiable rewards as batched contextual bandit learning (arXiv 2601.22532): a prompt is a context, a
+sampled response an action, its outcome reward the bandit's reward. main() tells one step as a story: prompts ->
+rollouts -> rewards -> advantages -> loss -> optimizer step -> evaluation, log, checkpoint. Every design choice is a
+global below with a one-line comment. Left out on purpose: a critic (GAE), reward models, vLLM, FSDP (README).
 
     python train.py                                   # built-in arithmetic task, minimalist baseline, CPU
     python train.py config/grpo_8rollouts.py --learning_rate=3e-5
@@ -29,9 +28,9 @@ from evaluate import evaluate_splits
 from loss import aggregate, is_weights, kl_penalty, policy_gradient
 from model import Transformer, load_tokenizer, resolve
 from rollout import cat, completions, generate, prompt_generators
-from machinery import checkpoint, precision, distributed as ddp
-from machinery.checks import check_config, check_model, memory_help
-from machinery.report import Reporter, bad_step, config_lines, console_line, eval_line, rollout_examples, say
+from machinery import checkpoint, precision, stale, distributed as ddp
+from machinery.checks import check_config, check_run, memory_help
+from machinery.report import Reporter, bad_step, config_lines, console_line, eval_line, rollout_examples
 
 # -----------------------------------------------------------------------------
 # run
@@ -43,6 +42,7 @@ device = "auto"  # auto (cuda if there is a GPU, else cpu) | cpu | cuda | cuda:N
 dtype = "float32"  # float32 | bfloat16 | float16 (autocast; float16 with a dynamic loss scale: precision.py)
 sampler_dtype = ""  # the sampler's, if not dtype ("" = dtype): makes the sampler/trainer gap on purpose
 num_threads = 1  # torch CPU threads; 1 is steadier on small shared machines
+ddp_timeout = 600  # seconds a rank waits for the others (torchrun) before it stops the run; nccl's default
 max_steps = 600  # training steps
 eval_interval = 50  # evaluate every this many steps (and at step 0 and the end)
 eval_problems = 0  # problems per split at evaluation; 0 = the whole split (as the paper)
@@ -65,6 +65,8 @@ top_k = 0  # 0 = off
 top_p = 1.0  # 1.0 = off
 truncated_logprobs = False  # log-probs of the top-k/top-p distribution sampled from, not the full one (TRL)
 sample_batch_size = 0  # prompts per sampler call, bounding KV-cache memory; 0 = all of a step's prompts
+compile = False  # compile the sampler's decode step (torch.compile; CUDA graphs on a GPU): docs/speed.md
+staleness = 0  # steps the sampler lags behind, as in async pipelines (machinery/stale.py); 0 = on-policy
 # advantage
 advantage = "none"  # none | grpo | dr_grpo | rloo | batch | extra | replay (see advantage.py)
 adv_eps = 1e-6  # added to std in normalizing estimators
@@ -88,8 +90,9 @@ kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
 kl_clamp = 0.0  # clamp each token's KL estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl: 10); 0 = off
 kl_in_reward = False  # True: subtract kl_coef * sequence KL from the reward instead of adding it to the loss
 entropy_coef = 0.0  # entropy bonus weight (entropy is logged either way)
-is_correction = "none"  # none (the paper) | tis | mis: correct the sampler/trainer gap (loss.is_weights)
+is_correction = "none"  # none (the paper) | tis | mis | m2po: correct the sampler's gap (loss.is_weights)
 is_cap = 2.0  # C: tis caps each token's weight at C; mis drops responses whose mean ratio is outside [1/C, C]
+m2_threshold = 0.04  # m2po: the kept tokens' mean (log pi_old/pi_sampler)^2 stays below it (M2PO's mask)
 # optimizer
 learning_rate = 1e-4  # AdamW peak learning rate
 lr_schedule = "constant"  # constant | cosine (linear warmup, cosine decay to min_lr_ratio)
@@ -113,7 +116,7 @@ config_keys = [k for k, v in globals().items() if not k.startswith("_") and not 
 def main():
     # -- setup: checks first (nothing expensive before them), then the policy, the data and the run's state
     global device, eval_batch_size
-    device = ddp.setup(device)
+    device = ddp.setup(device, ddp_timeout)
     config = {k: globals()[k] for k in config_keys}
     check_config(config, ddp.world)
     resume, main_rank = init_from == "resume", ddp.rank == 0
@@ -122,20 +125,19 @@ def main():
         path, state = checkpoint.load(out_dir)
         checkpoint.check_resume(state["config"], config)
     else:  # step, prompt batches drawn, responses, seconds, base model, replay windows, bandit counters
-        path = resolve(init_from)
+        path = resolve(checkpoint.start_from(init_from, out_dir))  # (a run's out_dir: its checkpoint)
         state = dict(step=0, draws=0, responses=0, elapsed=0.0, base=path, replay={}, solved=[], regret=0)
     tok = load_tokenizer(path)
     problems, eval_sets, longest = data.task_sets(tok, task, data_path, max_prompt_tokens, train_problems,
                                                   eval_problems, seed, verbose=main_rank)
-    eval_batch_size = check_model(path, config, ddp.world, device, longest, max(map(len, eval_sets.values())))
+    eval_batch_size = check_run(path, tok, config, ddp.world, device, longest, problems, eval_sets)
     torch.manual_seed(seed)
     torch.set_num_threads(num_threads)
     policy = Transformer.from_pretrained(path, device=device)
     policy.grad_checkpointing = grad_checkpointing
-    ref = Transformer.from_pretrained(state["base"], device=device).eval().requires_grad_(False) \
-        if kl_coef > 0 else None  # the frozen *initial* policy, also when resuming
+    ref = precision.frozen_reference(state["base"], dtype, device) if kl_coef > 0 else None  # the initial policy
     model = ddp.wrap(policy)
-    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=weight_decay, fused="cuda" in device)
     scaler = precision.grad_scaler(device, dtype, state.get("scaler"))  # float16's loss scale (else disabled)
     if resume:
         checkpoint.load_optimizer(opt, state["optimizer"], path)  # checked against the model first
@@ -154,14 +156,14 @@ def main():
     for step in tqdm(range(state["step"] + 1, max_steps + 1), desc="train", dynamic_ncols=True,
                      disable=not main_rank):
         opt.param_groups[0]["lr"] = lr_at(step - 1)  # its one group: the policy's parameters
-        t0 = time.time()
+        t0, draws = time.time(), []  # draws: each one's (rows, metrics, examples)
         # -- 1-4. prompts -> rollouts -> rewards -> advantages; DAPO's filter may leave it short: draw again
-        draws = []  # each draw's (rows, metrics, examples)
-        for _ in range(1 + resample_tries):
-            draws.append(sample_step(policy, ref, tok, problems, state["draws"], state))
-            state["draws"] += 1
-            if ddp.all_sum(sum(d[0]["tokens"].size(0) for d in draws)) >= batch_size * rollouts:
-                break
+        with stale.behaviour(policy, state, staleness):  # the policy of `staleness` steps ago samples
+            for _ in range(1 + resample_tries):
+                draws.append(sample_step(policy, ref, tok, problems, state["draws"], state))
+                state["draws"] += 1
+                if ddp.all_sum(sum(d[0]["tokens"].size(0) for d in draws)) >= batch_size * rollouts:
+                    break
         (_, metrics, shown), rows = draws[0], ddp.select_rows([d[0] for d in draws], batch_size * rollouts)
         state["responses"] += len(draws) * batch_size * (rollouts + extra_rollouts)
         t1 = time.time()
@@ -189,8 +191,7 @@ def main():
         report.write(line, samples)  # before the checkpoint: a checkpoint's own step is always in the log
         if main_rank and state["step"] == step:
             checkpoint.save(out_dir, policy, tok, opt, dict(state, scaler=scaler.state_dict()))
-    if main_rank:
-        say(report.summary(time.time() - t_start, os.path.join(out_dir, "ckpt")))
+    report.say(report.summary(time.time() - t_start, os.path.join(out_dir, "ckpt")))
     report.close()
     ddp.teardown()
 
@@ -198,16 +199,16 @@ def main():
 def sample_step(policy, ref, tok, problems, draw, state):
     """One draw of a step's data: prompts -> rollouts -> rewards -> advantages, each rank its share of the
     prompts. Updates the replay windows and bandit counters in `state`. Returns (rows: this rank's trained
-    responses as (N, ...) tensors, metrics, examples: the first log_rollouts responses, on rank 0)."""
+    responses as (N, ...) tensors, metrics, examples: the first log_rollouts responses of all ranks)."""
     # prompts: batch_size problems, a pure function of (seed, draw), so a resumed run sees the same ones
     ids = data.batch_indices(len(problems), batch_size, seed, draw)  # (B,) over the whole batch
     mine, n = ddp.share(batch_size), rollouts + extra_rollouts  # this rank's prompts, each with its group
     prompts = [data.encode_prompt(tok, task, problems[ids[i]]) for i in mine]
 
-    # rollouts: n responses per prompt from the current policy, each prompt with its own seeded generator
+    # rollouts: n responses per prompt (by an older policy with staleness), each prompt with its own seeds
     generators, chunk = prompt_generators(seed, 0, draw, mine), sample_batch_size or len(mine)
     with precision.autocast(device, sampler_dtype or dtype):
-        rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens,
+        rollout = cat([generate(policy, prompts[i:i + chunk], n, max_new_tokens=max_new_tokens, compile=compile,
                                 temperature=temperature, top_k=top_k, top_p=top_p, eos_id=data.stop_ids(tok),
                                 generator=generators[i:i + chunk], truncated_logprobs=truncated_logprobs)
                      for i in range(0, len(mine), chunk)])
@@ -255,8 +256,8 @@ def sample_step(policy, ref, tok, problems, draw, state):
                    tokens=int(ddp.all_sum(lengths.sum().item())))
     if n > 1:  # a group of one always "agrees with itself": no information
         metrics["zero_var_frac"] = zero_var.float().mean().item()
-    return rows, metrics, rollout_examples(problems, ids, n, texts, answers, rollout.finished, correct,
-                                           log_rollouts if ddp.rank == 0 else 0)  # rank 0's
+    return rows, metrics, rollout_examples(problems, ids, mine, n, texts, answers, rollout.finished, correct,
+                                           log_rollouts)  # every rank's, in a single process's order
 
 
 def update(model, ref, opt, rows, scaler=None):
@@ -265,12 +266,13 @@ def update(model, ref, opt, rows, scaler=None):
     policy, scaler = getattr(model, "module", model), scaler or precision.grad_scaler(device, dtype)
     trained = rows["mask"] & (rows["finished"][:, None] if mask_truncated else True)  # (N, T) tokens trained
     rows, plan = ddp.minibatches(dict(rows, mask=trained), minibatches, micro_batch_size)  # (+ DDP's padding)
-    on_policy = ppo_epochs == 1 and minibatches == 1  # the policy that sampled is the one updated: ratio = 1
+    on_policy = ppo_epochs == 1 and minibatches == 1 and is_correction != "m2po"  # m2po: pi_old first
     nucleus = (top_k, top_p) if truncated_logprobs else (0, 1.0)  # scored: the sampler's truncated softmax
-    # pi_old (N, T): the trainer's log-probs before any step; on-policy the update's own forward (as verl)
+    # pi_old (N, T): the trainer's log-probs before any step; one step per batch: its own forward (as verl)
     pi_old = torch.zeros_like(rows["old_logprobs"]) if on_policy else \
         precision.trainer_logprobs(policy, rows, rows["mask"], micro_batch_size, temperature, nucleus,
                                    lambda: precision.autocast(device, dtype))
+    cap = stale.global_m2po_cutoff(pi_old, rows, m2_threshold) if is_correction == "m2po" else is_cap
     totals, n_steps, skipped, bad = defaultdict(float), 0, 0, 0  # on the device: no host wait per backward
     for _ in range(ppo_epochs):
         for micro, n_tokens, n_seqs in plan:  # a minibatch's micro-batches; its loss normalizers, all ranks
@@ -285,7 +287,7 @@ def update(model, ref, opt, rows, scaler=None):
                 if on_policy:
                     pi_old[ids, cols] = logprobs.detach()
                 # the sampler/trainer gap's correction (loss.is_weights); PPO's ratio is to pi_old (verl, TRL)
-                weights = is_weights(pi_old[ids][:, cols], old_logprobs, mask, kind=is_correction, cap=is_cap)
+                weights = is_weights(pi_old[ids][:, cols], old_logprobs, mask, kind=is_correction, cap=cap)
                 pg, st = policy_gradient(logprobs, None if on_policy else pi_old[ids][:, cols], advantages,
                                          mask, kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
                                          clip_high=clip_high, dual_clip=dual_clip)
@@ -303,17 +305,15 @@ def update(model, ref, opt, rows, scaler=None):
                         loss = loss + kl_coef * kl
                 ddp.backward(model, scaler.scale(loss), last=i == len(micro) - 1)
                 with torch.no_grad():  # how far the sampler's log-probs are from the policy's: ~1 on-policy
-                    ratio = torch.exp(logprobs - old_logprobs)
-                    totals["ratio"] += torch.where(mask, ratio, 0.0).sum() / n_tokens
+                    totals["ratio"] += torch.where(mask, (logprobs - old_logprobs).exp(), 0.0).sum() / n_tokens
                     totals["entropy"] += torch.where(mask, entropy, 0.0).sum() / n_tokens
                 totals["loss"] += loss.detach()
                 totals["clipfrac"] += st["clipfrac"] / n_tokens
             # the optimizer step, skipped on a non-finite gradient (float16: only once the scaler gives up)
             norm, stepped, gave_up = precision.optimizer_step(opt, scaler, policy.parameters(), grad_clip)
             totals["grad_norm"] += norm.item() if stepped else 0.0
-            skipped, bad = skipped + (not stepped), bad + gave_up
             opt.zero_grad(set_to_none=True)
-            n_steps += 1
+            n_steps, skipped, bad = n_steps + 1, skipped + (not stepped), bad + gave_up
     stats = {k: ddp.all_sum(float(v)) / n_steps for k, v in totals.items() if k != "grad_norm"}
     stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], rows["mask"]))  # the sampler/trainer gap
     if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
@@ -326,7 +326,7 @@ def run_eval(policy, tok, eval_sets, step):
     with precision.autocast(device, sampler_dtype or dtype):  # evaluation samples as the sampler does
         return evaluate_splits(policy, tok, task, eval_sets, step, seed, n=eval_samples, keep=log_samples,
                                grader=grader, temperature=temperature, max_new_tokens=max_new_tokens,
-                               batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict)
+                               batch_size=eval_batch_size, top_k=top_k, top_p=top_p, strict=strict, compile=compile)
 
 
 def lr_at(step):

@@ -7,6 +7,7 @@ tests/robustness/test_memory.py checks each term by hand and a block's saved ten
 import torch
 
 from machinery import flash
+from machinery.decode import bucket
 from machinery.head import LOGIT_CHUNK
 from model import kv_cache_bytes
 
@@ -19,7 +20,7 @@ def memory_terms(cfg, c, device, seq_len, world, eval_prompts, samples):
     config; seq_len: the longest prompt + max_new_tokens (every sequence is counted that long: an upper bound);
     world: ranks (None: an evaluation alone, evaluate.py); eval_prompts x samples: an evaluation's sampler call."""
     a = 2 if c["dtype"] == "bfloat16" else 4  # bytes per activation: bf16 under autocast (matmul outputs), else fp32
-    phases = dict(held=held_terms(cfg, c, bool(world)))
+    phases = dict(held=held_terms(cfg, c, bool(world), world or 1))
     if world:
         per_rank = c["batch_size"] // world
         phases["sampling"] = sampler_terms(cfg, c, device, min(c["sample_batch_size"] or per_rank, per_rank),
@@ -28,17 +29,27 @@ def memory_terms(cfg, c, device, seq_len, world, eval_prompts, samples):
         phases["update"] = [("gradients", 4 * param_counts(cfg)[0])] + update_terms(cfg, c, device, rows, seq_len, a)
     if eval_prompts:
         phases["evaluation"] = sampler_terms(cfg, c, device, eval_prompts, samples, seq_len, a)
+    caches = [b for p in ("sampling", "evaluation") for term, b in phases.get(p, ()) if term == "KV cache"]
+    if c["compile"] and caches:  # compiled decoding holds its cache for the run (machinery/decode.py): the
+        phases = {p: [t for t in terms if t[0] != "KV cache"] for p, terms in phases.items()}  # largest call's
+        phases["held"].append(("KV cache, compiled decoding", max(caches)))
     return phases
 
 
-def held_terms(cfg, c, train):
-    """What lives through the whole run (train: train.py's, else evaluate.py's): [(term, bytes)]."""
+def held_terms(cfg, c, train, world=1):
+    """What lives through the whole run (train: train.py's, else evaluate.py's; world: ranks): [(term, bytes)]."""
     n, linear = param_counts(cfg)
     held = [("weights", 4 * n)]  # fp32 (Transformer.from_pretrained): autocast computes from them
-    if train and c["kl_coef"] > 0:
-        held.append(("reference model", 4 * n))  # train.py's frozen fp32 copy of the initial policy
+    if train and c["kl_coef"] > 0:  # train.py's frozen copy of the initial policy: its matmuls' weights in the
+        # autocast dtype (precision.frozen_reference; the tied head stays the fp32 embedding), the rest fp32
+        low = linear - (cfg["vocab_size"] * cfg["hidden_size"] if cfg["tie_word_embeddings"] else 0)
+        held.append(("reference model", 4 * n - (0 if c["dtype"] == "float32" else 2 * low)))
     if train:
         held.append(("AdamW moments", 8 * n))  # exp_avg and exp_avg_sq, fp32, from the first optimizer step on
+    if train and world > 1:  # DDP all-reduces gradients through its own flat buckets, as large as the gradients
+        held.append(("DDP gradient buckets", 4 * n))
+    if train and c["staleness"]:  # the sampler's K older policies, fp32 (machinery/stale.py)
+        held.append(("policy snapshots", 4 * n * c["staleness"]))
     if c["dtype"] == "bfloat16":  # autocast's cache: a bf16 copy of each weight a matmul reads (the update saves
         held.append(("bf16 weight copies", 2 * linear))  # them for backward)
     return held
@@ -60,12 +71,15 @@ def sampler_terms(cfg, c, device, prompts, n, seq_len, a):
     # rollout.sample: the model's (N, V) logits, then four fp32 (N, V) at once (scaled, log_softmax, softmax, its
     # cumsum); top-k masks a copy (4 B); top-p sorts (values, int64 indices), softmaxes, sums, masks (26 B)
     per_logit = a + 16 + (4 if c["top_k"] else 0) + (26 if c["top_p"] < 1 else 0)
-    terms = [("KV cache", kv_cache_bytes(cfg, N, seq_len, torch.bfloat16 if a == 2 else torch.float32)),
+    rows, length = (bucket(N), bucket(seq_len)) if c["compile"] else (N, seq_len)  # machinery/decode.py's
+    terms = [("KV cache", kv_cache_bytes(cfg, rows, length, torch.bfloat16 if a == 2 else torch.float32)),
              ("logits", N * V * per_logit),
              # the prompts' forward, without a graph, one block at a time: SwiGLU's (P, I) three and fp32 (P, D)s
              ("prompts' forward", prompts * P * (3 * a * I + 16 * D))]
-    if sdpa_gqa_fallback(cfg, c, device):  # decoding: the cache's keys and values at every query head; the prompts'
-        terms.append(("SDPA fp32 GQA fallback", 4 * H * (N * seq_len * (2 * hd + 2) + prompts * P * (2 * P + 3 * hd))))
+    if device.startswith("cuda"):  # a layer's: the prefill's mask (bool, and as the fused kernel's additive bias) and
+        # keys and values repeated to every query head; a decode step's full-length mask (flash.py)
+        prefill = 0 if flash_attn(c) else prompts * P * (P * (1 + a) + (2 * H * hd * a if H != cfg["n_kv_head"] else 0))
+        terms.append(("SDPA masks and repeated keys", prefill + rows * length * (1 + a)))
     return terms
 
 
@@ -81,13 +95,16 @@ def update_terms(cfg, c, device, rows, seq_len, a):
     # per token the final norm's fp32 input, output and normalized states, and the (B, T) log-prob tensors
     # truncated_logprobs: the chunk's top-k/top-p set (head.kept) as in the sampler, and a masked copy (4 B)
     truncation = 4 + (4 if c["top_k"] else 0) + (26 if c["top_p"] < 1 else 0) if c["truncated_logprobs"] else 0
-    terms = [("activations", acts), ("head", chunk * V * (12 + a + truncation) + tokens * (12 * D + 32))]
+    terms = [("activations", acts), ("head", chunk * V * (12 + a + truncation) + tokens * (12 * D + 32)),
+             # its backward's weight gradient (fp32, added to the parameter's after) and the weight in the compute
+             # dtype it multiplies by (bf16: a copy; fp32: the weight itself)
+             ("head backward", V * D * (4 + (2 if a == 2 else 0)))]
     if c["kl_coef"] > 0:  # the reference's log-probs while the policy's graph is alive: no graph, a block at a time
         terms.append(("reference forward", tokens * (3 * a * cfg["intermediate_size"] + 16 * D) + chunk * V * (8 + a)))
-    if sdpa_gqa_fallback(cfg, c, device):  # each block saves its fp32 attention weights, q, and expanded keys, values
-        saved = rows * H * seq_len * (seq_len + 3 * cfg["head_dim"]) * 4
-        layers = 1 if c["grad_checkpointing"] else L  # + the weights' gradient in backward
-        terms.append(("SDPA fp32 GQA fallback", saved * layers + 4 * rows * H * seq_len ** 2))
+    if device.startswith("cuda") and not flash_attn(c):  # each block saves the fused kernel's additive mask (the bool
+        # mask is made once); the keys and values repeated to every head are in block_bytes
+        layers = 1 if c["grad_checkpointing"] else L
+        terms.append(("SDPA masks", rows * seq_len ** 2 * (1 + a * layers)))
     return terms
 
 
@@ -98,7 +115,7 @@ def block_bytes(cfg, a):
     # the inputs of q, k, v and of gate, up: autocast casts the input to bf16 at each call (5 copies); in fp32 the
     # calls share it (2)
     inputs = 5 * a * D if a == 2 else 2 * 4 * D
-    attention = 2 * a * (q + kv) + 4 * H  # RoPE'd q and k, v, attention's output; its fp32 log-sum-exp per head
+    attention = 4 * a * q + 4 * H  # q, k and v (repeated to every head: flash.py), the output; fp32 log-sum-exp
     mlp = 4 * a * I  # SwiGLU: gate, silu(gate), up, their product
     if cfg["post_norm"]:  # OLMo-2: RMSNorms of bf16 q, k and of both outputs, each its fp32 input and result
         norms = (4 + a) * (q + kv + 2 * D) + 16
@@ -112,14 +129,10 @@ def head_dims(cfg):
     return cfg["n_head"] * cfg["head_dim"], cfg["n_kv_head"] * cfg["head_dim"]
 
 
-def sdpa_gqa_fallback(cfg, c, device):
-    """Whether attention may run in SDPA's math kernel on a GPU: SDPA does grouped-query attention (n_head !=
-    n_kv_head) only in its flash kernel, which takes no mask, and its math kernel, which repeats keys and values
-    to every query head and keeps its intermediates in fp32 for bf16 inputs (the docs of
-    torch.nn.functional.scaled_dot_product_attention); padded rows and shared prompts pass a mask. flash-attn
-    (dtype=bfloat16) reads keys and values in place."""
-    flash_attn = flash.flash_attn_with_kvcache is not None and c["dtype"] == "bfloat16"
-    return device.startswith("cuda") and cfg["n_head"] != cfg["n_kv_head"] and not flash_attn
+def flash_attn(c):
+    """Whether flash-attn runs the update and the prefill (installed, dtype=bfloat16): packed rows, keys read in
+    place, no mask. Decode steps use SDPA either way."""
+    return flash.flash_attn_with_kvcache is not None and c["dtype"] == "bfloat16"
 
 
 def estimate(phases):
@@ -139,10 +152,10 @@ def summary(phases, peak):
     return line
 
 
-def eval_batch_fit(cfg, c, device, seq_len, samples, have, train):
+def eval_batch_fit(cfg, c, device, seq_len, samples, have, train, world=1):
     """eval_batch_size = 0: as many prompts per evaluation sampler call as fit in the memory `have` less what the
     run holds (every sampler term grows with the prompts, so one prompt's cost divides what is left); 0 if none."""
-    held = sum(b for _, b in held_terms(cfg, c, train))
+    held = sum(b for _, b in held_terms(cfg, c, train, world))
     one = sum(b for _, b in sampler_terms(cfg, c, device, 1, samples, seq_len, 2 if c["dtype"] == "bfloat16" else 4))
     return max(0, have - held) // one
 

@@ -20,6 +20,7 @@ import torch
 
 from machinery import distributed as ddp
 from loss import mismatch
+from model import Transformer
 
 DTYPES = ("float32", "bfloat16", "float16")
 MIN_SCALE = 1.0  # below this fp16 loss scale even the unscaled gradients overflow: the scaler has given up
@@ -30,6 +31,19 @@ def autocast(device, dtype):
     if dtype == "float32":
         return nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+
+
+def frozen_reference(path, dtype, device):
+    """The KL's frozen reference: the run's initial policy (path: its base model, also when resuming), loaded at
+    about half the memory: the weights of its matmuls (not the embedding, which a tied head shares) in dtype's
+    autocast type, which autocast casts them to at every use anyway, so its log-probs are the fp32 copy's bit for
+    bit; embeddings and norms stay fp32, as the policy's."""
+    model = Transformer.from_pretrained(path, device=device)
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    for module in model.modules():
+        if dtype != "float32" and isinstance(module, torch.nn.Linear) and not (tied and module is model.lm_head):
+            module.to(getattr(torch, dtype))
+    return model.eval().requires_grad_(False)
 
 
 def grad_scaler(device, dtype, saved=None):

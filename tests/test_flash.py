@@ -1,4 +1,4 @@
-"""FlashAttention's two paths, checked on CPU: the packed varlen training forward and decoding from the cache.
+"""FlashAttention's two paths, checked on CPU: the packed varlen training forward and the prefill into the cache.
 
 flash-attn runs on CUDA only, so these tests swap its two kernels for references written from its
 documented semantics and its C++ argument checks (equal half-precision dtypes, contiguous last dim,
@@ -7,6 +7,8 @@ they start, as in flash-attn's block_info.h and its own tests' key_padding_mask,
 aligns the queries with the last keys). They prove that nanoRFT calls
 the kernels with the right arguments and layouts; the kernels themselves are flash-attn's to test.
 """
+import os
+
 import pytest
 import torch
 from conftest import assert_close_sums, tiny_hf
@@ -109,7 +111,8 @@ PROMPTS = [[5, 9, 2, 7, 7, 3, 1], [4, 8], [11, 12, 13, 14]]  # different lengths
 
 @pytest.mark.parametrize("family", ["qwen2", "llama", "olmo2"])
 @pytest.mark.parametrize("n", [1, 3])  # n=1 prefills into the cache; n=3 prefills once per prompt, then copies
-def test_decoding_from_the_cache_matches_sdpa(family, n, tmp_path, monkeypatch):
+def test_a_flash_prefill_then_sdpa_decoding_matches_sdpa(family, n, tmp_path, monkeypatch):
+    """The prefill runs in flash-attn's kernel; decode steps in SDPA's (one static step, flash-attn or not)."""
     path, _ = tiny_hf(family, tmp_path)
     m = Transformer.from_pretrained(path).eval()
 
@@ -118,7 +121,7 @@ def test_decoding_from_the_cache_matches_sdpa(family, n, tmp_path, monkeypatch):
     want = sample()
     calls = fake_flash(monkeypatch, half=False)
     got = sample()
-    assert calls["kvcache"] == m.cfg["n_layer"] * 12  # prefill + 11 decode steps, every layer
+    assert calls["kvcache"] == m.cfg["n_layer"]  # the prefill, every layer
     assert torch.equal(got.tokens, want.tokens) and torch.equal(got.mask, want.mask)
     torch.testing.assert_close(got.logprobs, want.logprobs, atol=1e-5, rtol=1e-5)
 
@@ -153,8 +156,9 @@ def teacher_forced(m, prompts, cont):
     cache = m.new_cache(B, P + K)
     out = [m.prefill(tokens, valid, cache)]
     keys = torch.cat((valid, torch.ones(B, K, dtype=torch.bool, device=device)), 1)
+    cols = torch.arange(P, P + K, device=device)
     for t in range(K):
-        out.append(m.decode(cont[:, t], valid.sum(1) + t, keys[:, :P + t + 1], cache))
+        out.append(m.decode(cont[:, t], valid.sum(1) + t, cols[t], keys, cache))
     return torch.stack(out, 1).float()
 
 
@@ -202,3 +206,28 @@ def test_flash_vs_sdpa_check_on_cpu_with_the_reference_kernels(tmp_path, monkeyp
 def test_real_flash_attn_matches_sdpa_on_cuda(family, tmp_path, monkeypatch):
     path, _ = tiny_hf(family, tmp_path, hidden_size=256, num_attention_heads=4, num_key_value_heads=2)  # head_dim 64
     assert_bf16_close(*flash_vs_sdpa(path, "cuda", monkeypatch))
+
+
+@pytest.mark.parametrize("package, said", [
+    (None, ""),  # not installed: SDPA, nothing to say
+    ("raise ImportError('libcudart.so.12: cannot open shared object file')",
+     "flash-attn is installed but does not import (ImportError: libcudart.so.12: cannot open shared object file): "
+     "using PyTorch SDPA\n"),
+    ("raise OSError('undefined symbol: _ZN3c10')",
+     "flash-attn is installed but does not import (OSError: undefined symbol: _ZN3c10): using PyTorch SDPA\n"),
+    ("def flash_attn_varlen_func(): pass\ndef flash_attn_with_kvcache(q, k, v): pass",
+     "flash-attn is too old to skip left padding in the KV cache: using PyTorch SDPA\n"),
+], ids=["absent", "import_error", "undefined_symbol", "too_old"])
+def test_a_flash_attn_that_does_not_import_is_said_once_with_why(package, said, tmp_path):
+    """An installed flash-attn that fails to import (a build for another torch or CUDA) falls back to SDPA, and
+    says so once, with the reason, on stderr: it is a different speed and memory, not a silent one."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    if package is not None:
+        (tmp_path / "flash_attn").mkdir()
+        (tmp_path / "flash_attn" / "__init__.py").write_text(package + "\n")
+    code = "import machinery.flash as f, machinery.decode, model, rollout; assert f.flash_attn_with_kvcache is None"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert p.returncode == 0 and p.stderr == said, p.stderr

@@ -40,12 +40,11 @@ def test_prefill_then_decode_on_the_cache_match_each_row_alone(family, tmp_path)
     pos = positions(valid)
     with torch.no_grad():
         alone = model.logits(idx[:1, 3:])[0], model.logits(idx[1:])[0]  # (11, V), (14, V)
-        cache = model.new_cache(2, 14)
+        cache = model.new_cache(2, 16)  # longer than needed: the columns past the one written are masked
         steps = [model.prefill(idx[:, :6], valid[:, :6], cache)]
-        assert cache.pos == 6
         for t in range(6, 14):
-            steps.append(model.decode(idx[:, t], pos[:, t], valid[:, :t + 1], cache))
-            assert cache.pos == t + 1
+            steps.append(model.decode(idx[:, t], pos[:, t], torch.tensor(t), F.pad(valid, (0, 2)), cache))
+    assert not any(x[:, 14:].any() for x in cache.k + cache.v)  # written at columns 0..13 only
     got = torch.stack(steps, 1)  # (2, 9, V): the logits at columns 5..13
     torch.testing.assert_close(got[0], alone[0][2:], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got[1], alone[1][5:], atol=1e-5, rtol=1e-5)
@@ -77,7 +76,8 @@ def test_attention_sees_only_position_differences(tmp_path):
 
     def logits(pos):
         cache = model.new_cache(2, 9)
-        return torch.stack([model.decode(idx[:, t], pos[:, t], None, cache) for t in range(9)], 1)  # (2, 9, V)
+        return torch.stack([model.decode(idx[:, t], pos[:, t], torch.tensor(t), None, cache) for t in range(9)],
+                           1)  # (2, 9, V)
     with torch.no_grad():
         want = logits(pos)
         torch.testing.assert_close(logits(pos + 5), want, atol=1e-5, rtol=1e-5)
@@ -253,9 +253,10 @@ def test_kv_cache_size_is_known_before_allocating(tmp_path):
     path, _ = tiny_hf("qwen2", tmp_path)
     model = Transformer.from_pretrained(path)
     cache = model.new_cache(3, 17)
-    assert kv_cache_bytes(model, 3, 17, torch.float32) == cache.k.nbytes + cache.v.nbytes == 2 * 2 * 3 * 17 * 2 * 8 * 4
+    assert kv_cache_bytes(model, 3, 17, torch.float32) == cache.buffer.nbytes == 2 * 2 * 3 * 17 * 2 * 8 * 4
     hf = json.loads(open(os.path.join(path, "config.json")).read())
-    assert kv_cache_bytes(hf, 3, 17, "bfloat16") == kv_cache_bytes(model.cfg, 3, 17, torch.bfloat16) == cache.k.nbytes
+    half = cache.buffer.nbytes // 2
+    assert kv_cache_bytes(hf, 3, 17, "bfloat16") == kv_cache_bytes(model.cfg, 3, 17, torch.bfloat16) == half
     assert model.cfg["max_positions"] == 256  # so a run can refuse prompt + max_new_tokens beyond it
 
 
@@ -411,3 +412,23 @@ def test_entropy_is_fp32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = e.sum(-1).log() - torch.linalg.vecdot(e, zs) / e.sum(-1)  # the entropy as autocast computes it
     assert ((bf16.double() - want).abs() > bound).any()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "olmo2"])  # a head tied to the embedding, and one of its own
+def test_a_bf16_reference_model_scores_as_its_fp32_copy_does(family, tmp_path):
+    """precision.frozen_reference keeps the matmuls' weights in bf16, which autocast casts them to anyway: under
+    bf16 autocast its log-probs are the fp32 model's bit for bit, at 2 bytes instead of 4 per matmul weight; the
+    embedding (a tied head's weight) and the norms stay fp32."""
+    from machinery.precision import frozen_reference
+    path, _ = tiny_hf(family, tmp_path)
+    fp32 = Transformer.from_pretrained(path)
+    ref = frozen_reference(path, "bfloat16", "cpu")
+    tokens, valid = padded_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ref(tokens, valid)[0], fp32(tokens, valid)[0])
+    low = {n for n, p in ref.named_parameters() if p.dtype == torch.bfloat16}
+    assert low == {n for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear)
+                   for n in (f"{n}.weight", f"{n}.bias") if n in dict(ref.named_parameters())}
+    assert ref.model.embed_tokens.weight.dtype == torch.float32 and not ref.training
+    assert not any(p.requires_grad for p in ref.parameters())
+    assert frozen_reference(path, "float32", "cpu").lm_head.weight.dtype == torch.float32

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from conftest import tiny_hf
+from conftest import U32, tiny_hf
 from model import Transformer
+from machinery.decode import bucket, decoder
 from rollout import generate, prompt_generators, sample, truncate
 
 
@@ -182,3 +183,90 @@ def test_each_seed_kind_step_and_position_is_its_own_stream(sampled, axis, a, b)
     numbers are; the same key samples the same ones (a resumed run needs no sampler state)."""
     assert torch.equal(sampled(a), sampled(a))
     assert not torch.equal(sampled(a), sampled(b)), axis
+
+
+def test_the_draw_never_leaves_the_kept_set(monkeypatch):
+    """On CUDA cumsum is a tree scan: the prefix sum at a dropped token (p = 0) can come out an ulp above its
+    neighbour's. Crafted here: top_k=1 keeps token 0 alone, the scan's last sums one ulp high, and a uniform just
+    below 1 lands between: the draw falls back to the most likely kept token, never a dropped one."""
+    real = torch.Tensor.cumsum
+
+    def tree_scan(x, dim):
+        out = real(x, dim)
+        out[:, 2:] = torch.nextafter(out[:, 2:], torch.tensor(2.0))
+        return out
+    monkeypatch.setattr(torch.Tensor, "cumsum", tree_scan)
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0]])
+    u = torch.tensor([1 - 2.0 ** -24])  # the largest float32 below 1: u * (1 + ulp) rounds to 1 = cdf[0]
+    assert sample(logits, top_k=1, u=u)[0].tolist() == [0]
+    assert sample(logits, u=u)[0].tolist() == [3]  # nothing dropped: the draw is as before
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """A tiny Qwen2 (grouped-query heads) whose decode step torch.compile compiles once, for the tests below:
+    (model, the compiled graphs so far). The first call has the longest prompt, so later calls fit its cache."""
+    from torch._dynamo.utils import counters
+    model = Transformer.from_pretrained(tiny_hf("qwen2", tmp_path_factory.mktemp("m"))[0])
+    graphs = lambda: counters["stats"]["unique_graphs"]
+    before = graphs()
+    generate(model, [[5, 6, 7, 8, 9, 10, 11], [4, 8], [11, 12, 13]], 3, 12, compile=True)  # 9 rows: bucket 10
+    assert graphs() - before == 1
+    return model, graphs
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (1.0, 1.0), (1.5, 0.9)], ids=["greedy", "T=1", "top_p"])
+def test_compiled_decoding_samples_what_eager_decoding_does(compiled, temperature, top_p):
+    """The compiled step is model.decode compiled (inductor fuses and reorders its float32 sums): the same tokens
+    on these seeds, greedy and sampled, with idle rows (9 rows decode as 10); log-probs to the rounding of the
+    logits (64 U32 of their size, as test_fake_cuda's bound), moved by at most twice that over T."""
+    from test_fake_cuda import logit_size
+    model, graphs = compiled
+    before = graphs()
+    for prompts, n in (([[5, 9, 2, 7, 7, 3, 1], [4, 8], [11, 12, 13]], 3), ([[1, 2], [3, 4, 5], [6], [7, 8], [9]], 2)):
+        runs = [generate(model, prompts, n, 12, temperature=temperature, top_p=top_p, eos_id=[2, 3],
+                         generator=prompt_generators(0, 0, 0, range(len(prompts))), compile=c) for c in (False, True)]
+        assert torch.equal(runs[0].tokens, runs[1].tokens) and torch.equal(runs[0].mask, runs[1].mask)
+        bound = 2 * 64 * U32 * logit_size(model) / max(temperature, 1.0)
+        torch.testing.assert_close(runs[1].logprobs, runs[0].logprobs, atol=bound, rtol=0)
+    assert graphs() == before  # 9 and 10 rows, other prompt lengths, other settings: no recompile
+
+
+def test_the_compiled_step_runs_one_graph_for_every_token_and_call_of_a_bucket(compiled):
+    """Zero recompiles: tokens differ only in tensor values (positions, the column written), calls of one bucket
+    in nothing dynamo guards on; the cache keeps its address."""
+    model, graphs = compiled
+    before, buffer = graphs(), model.compiled_decode["buffer"]
+    for prompts in ([[3, 4, 5, 6]] * 5, [[1], [2, 3], [4, 5, 6]] * 3):  # 10 and 9 rows: bucket 10
+        generate(model, prompts, 2 if len(prompts) == 5 else 1, 12, compile=True)
+    assert graphs() == before and model.compiled_decode["buffer"] is buffer
+
+
+def test_row_buckets_keep_three_leading_bits():
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9, 10, 11, 13, 17, 100, 256, 257, 1000)] == \
+        [1, 2, 3, 5, 8, 10, 10, 12, 14, 20, 112, 256, 320, 1024]
+    assert all(n <= bucket(n) <= 1.25 * n for n in range(1, 5000))
+    assert len({bucket(n) for n in range(129, 257)}) == 4  # four graphs per doubling of rows at most
+
+
+def test_compiled_decoding_holds_one_zeroed_cache_for_the_run(tmp_path, monkeypatch):
+    """decode.decoder with compile=True (torch.compile stood in for: this is about the cache): rows rounded up to
+    a bucket; each call's cache is carved out of one buffer, the same while calls fit in it, zeroed for each; a
+    longer call or another dtype (bf16 autocast) gets a new buffer, its length rounded up too."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **settings: fn)
+    model = Transformer.from_pretrained(tiny_hf("qwen2", tmp_path)[0])
+    rows, cache, step = decoder(model, 9, 20, compile=True)
+    assert rows == 10 and cache.length == 20 and cache.k[1].shape == (10, 20, 2, 8) and step == model.decode
+    buffer = cache.buffer
+    assert buffer.numel() == 2 * 2 * 10 * 20 * 2 * 8 and cache.v[1].data_ptr() == buffer[-10 * 20 * 2 * 8:].data_ptr()
+    buffer.fill_(1.0)
+    rows, again, _ = decoder(model, 7, 13, compile=True)
+    assert rows == 7 and again.buffer is buffer and again.k[0].shape == (7, 20, 2, 8)  # fits: the same buffer
+    assert not any(x.any() for x in again.k + again.v)  # zeroed
+    _, longer, _ = decoder(model, 7, 21, compile=True)
+    assert longer.buffer is not buffer and longer.length == 24  # grown: 21 -> 24 columns, room for 10 rows kept
+    assert longer.buffer.numel() == 2 * 2 * 10 * 24 * 2 * 8
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decoder(model, 7, 13, compile=True)[1].k[0].dtype == torch.bfloat16
+    rows, eager, step = decoder(model, 9, 20)
+    assert rows == 9 and eager.k[0].shape == (9, 20, 2, 8) and step == model.decode  # eager: this call's own

@@ -65,13 +65,14 @@ def scored_everywhere(model, tokens):
 
 def step_peak(hf_config):
     """Bytes alive at the peak of clip_grad_norm_ + AdamW.step beyond the 16 B/param of weights, gradients
-    and moments: the temporaries of torch's foreach implementation, its default on CUDA."""
+    and moments: the temporaries of torch's fused implementation, train.py's on CUDA (foreach, CUDA's default,
+    keeps a temporary as large as the gradients)."""
     with FakeTensorMode():
         model = Transformer(hf_config)
         params = list(model.parameters())
         for p in params:
             p.grad = torch.zeros_like(p)
-        opt = torch.optim.AdamW(params, foreach=True)
+        opt = torch.optim.AdamW(params, fused=True)
         opt.step()  # the moments exist from the first step on
         tracker = MemTracker()
         tracker.track_external(model, opt)

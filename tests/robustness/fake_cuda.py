@@ -14,10 +14,19 @@ say they are on cuda:0, and mixing them with CPU tensors fails as it does on a G
   torch.__future__.set_swap_module_params_on_conversion, which keeps each parameter object (the issue's
   set_overwrite_module_params_on_conversion makes new ones, which unties Qwen2's and Llama's tied embedding and
   head: the fake run then trained two matrices and drifted from the CPU's).
-- fake_cuda(): the context manager that installs both, stubs torch.cuda's functions (is_available,
+- SDPA's backend choice: each scaled_dot_product_attention on cuda tensors is classified as CUDA would pick
+  its kernel (sdpa_backend: flash, memory-efficient or math, from PyTorch's rules) and counted (sdpa_calls). The
+  math kernel in half precision keeps every intermediate in fp32 (and repeats grouped keys to every head): on
+  this device it is an error, so that CI fails on any such call in a bf16 run. With math excluded
+  (torch.nn.attention.sdpa_kernel) and no fused kernel possible it fails as CUDA does ("No available kernel");
+  torch._fused_sdp_choice answers with the same choice.
+- torch.compile: dynamo cannot trace the subclass, so the fake device stands in for it (fake_compile): the
+  function runs eagerly and its settings are recorded (compiles), for a test to check what a GPU would compile.
+- fake_cuda(): the context manager that installs all of it, stubs torch.cuda's functions (is_available,
   device_count, the memory functions, synchronize), emulates CUDA autocast by CPU autocast (so dtype=bfloat16
-  runs its mixed-precision path), lets AdamW and clip_grad_norm_ take their foreach path (CUDA's default; the
-  CPU kernels underneath give the CPU run's numbers, bit for bit: tests/robustness/test_gpu_path.py), and makes torch.save
+  runs its mixed-precision path), lets clip_grad_norm_ and an AdamW not asked to fuse take their foreach path
+  (CUDA's default; the CPU kernels underneath give the CPU run's numbers, bit for bit:
+  tests/robustness/test_gpu_path.py; train.py's fused AdamW runs the CPU's fused kernel), and makes torch.save
   write a fake's storage as a real GPU run would: plain tensor data tagged with location cuda:0 (never the
   subclass). Loading such a tag back under the fake device counts the bytes a GPU would have put on cuda:0
   (cuda_loads).
@@ -47,6 +56,8 @@ INDEX = "indices should be either on cpu or on the same device as the indexed te
 NUMPY = "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first."
 
 syncs = collections.Counter()  # host syncs by call name: each one makes the CPU wait for the GPU
+sdpa_calls = collections.Counter()  # scaled_dot_product_attention calls on cuda tensors by the kernel CUDA picks
+compiles = []  # torch.compile's settings, one dict per call (fake_compile)
 cuda_loads = collections.Counter()  # bytes torch.load put "on cuda:0" (a location tag read without map_location)
 _state = dict(backward=0)  # > 0 inside a backward pass: the engine's plain gradients are not checked
 _saving = set()  # data pointers of fake storages being written by torch.save, to tag them cuda:0
@@ -103,6 +114,75 @@ def check(func, args, kwargs):
     found = _tensors(args, kwargs)
     if any(is_fake(x) for x in found) and any(not is_fake(x) and x.dim() > 0 for x in found):
         raise RuntimeError(MIXED)
+
+
+SDPA = torch.nn.functional.scaled_dot_product_attention
+HALF = (torch.float16, torch.bfloat16)
+
+
+def sdpa_backend(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """(kernel, why not a fused one) that PyTorch 2.13 picks on an H100 for these inputs: flash, then memory-
+    efficient, then math (cuDNN ranks after math), each taken when its rules hold (the docs of
+    scaled_dot_product_attention and torch.nn.attention; aten/src/ATen/native/transformers/cuda/sdp_utils.cpp):
+    - both: 4-D q, k, v, a last dimension of stride 1 (the mask's too), equal batch sizes;
+    - flash: no mask, fp16 / bf16, equal head dims, a multiple of 8 up to 256, is_causal only with as many queries
+      as keys; grouped-query heads only with enable_gqa;
+    - memory-efficient: fp16 / bf16 / fp32, head dims a multiple of 8 (fp32: 4), storage offsets aligned to it,
+      masks allowed; no grouped-query heads ("GQA currently works only for Flash_attention and math kernel").
+    CUDA autocast computes it in the autocast dtype."""
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    if not torch.is_autocast_enabled("cpu") and not q.dtype == k.dtype == v.dtype:
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: {q.dtype} "
+                           f"key.dtype: {k.dtype} and value.dtype: {v.dtype} instead.")
+    D, heads = q.size(-1), (q.size(-3), k.size(-3), v.size(-3))
+    both = [(q.dim() == k.dim() == v.dim() == 4, "q, k, v not 4-D"),
+            (all(x.stride(-1) == 1 for x in (q, k, v)) and (attn_mask is None or attn_mask.stride(-1) == 1),
+             "a last dimension not contiguous"), (q.size(0) == k.size(0) == v.size(0), "batch sizes differ")]
+    gqa = heads[0] != heads[1] or heads[1] != heads[2]
+    flash = both + [(attn_mask is None, "a mask"), (dtype in HALF, f"{dtype}"),
+                    (D == k.size(-1) == v.size(-1) and D % 8 == 0 and D <= 256, f"head dim {D}"),
+                    (not is_causal or q.size(-2) == k.size(-2), "is_causal with fewer queries than keys"),
+                    (not gqa or enable_gqa and heads[0] % heads[1] == 0 and heads[1] == heads[2], "grouped heads")]
+    align = 8 if dtype in HALF else 4
+    efficient = both + [(dtype in (*HALF, torch.float32), f"{dtype}"),
+                        (D == k.size(-1) and D % align == 0 and v.size(-1) % align == 0, f"head dim {D}"),
+                        (all(x.storage_offset() % align == 0 for x in (q, k, v)), "a storage offset not aligned"),
+                        (not gqa, f"grouped-query heads {heads[0]} / {heads[1]}")]
+    enabled = torch.backends.cuda
+    for name, rules, on in (("flash", flash, enabled.flash_sdp_enabled()),
+                            ("efficient", efficient, enabled.mem_efficient_sdp_enabled())):
+        if on and all(ok for ok, _ in rules):
+            return name, ""
+    why = "; ".join(f"{name}: {next(why for ok, why in rules if not ok) if on else 'disabled'}"
+                    for name, rules, on in (("flash", flash, enabled.flash_sdp_enabled()),
+                                            ("efficient", efficient, enabled.mem_efficient_sdp_enabled())))
+    if not enabled.math_sdp_enabled():
+        raise RuntimeError(f"No available kernel. Aborting execution. ({why})")
+    return "math", why
+
+
+def attend(args, kwargs):
+    """scaled_dot_product_attention on fakes: classified and counted (sdpa_backend); half precision on the math
+    kernel is an error. The CPU computes it with every CPU kernel allowed (math excluded there means nothing)."""
+    plain, kwargs_plain = [to_plain(x) for x in args], {k: to_plain(v) for k, v in kwargs.items()}
+    kernel, why = sdpa_backend(*plain, **kwargs_plain)
+    sdpa_calls[kernel] += 1
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else plain[0].dtype
+    if kernel == "math" and dtype in HALF:
+        raise RuntimeError(f"fake cuda: scaled_dot_product_attention in {dtype} would run the math kernel, fp32 "
+                           f"intermediates ({why}); shapes q {tuple(plain[0].shape)} k {tuple(plain[1].shape)}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with torch._C.DisableTorchFunctionSubclass(), sdpa_kernel([SDPBackend.MATH, SDPBackend.FLASH_ATTENTION]):
+        return to_fake(SDPA(*args, **kwargs))
+
+
+def fake_compile(model=None, **settings):
+    """torch.compile on the fake device: the function as it is (dynamo cannot trace FakeCudaTensor), its settings
+    recorded in `compiles`."""
+    if model is None:
+        return lambda fn: fake_compile(fn, **settings)
+    compiles.append(settings)
+    return model
 
 
 def count_sync(func, args):
@@ -162,6 +242,13 @@ class FakeCudaTensor(Tensor):
             return backward(func, args, kwargs)
         check(func, args, kwargs)
         count_sync(func, args)
+        if func is SDPA:
+            return attend(args, kwargs)
+        if func is torch._fused_sdp_choice:  # the backend torch would pick: CUDA's, as above
+            from torch.nn.attention import SDPBackend
+            plain = tree_map(to_plain, (args, kwargs))
+            return int(SDPBackend.__members__[dict(flash="FLASH_ATTENTION", efficient="EFFICIENT_ATTENTION",
+                                                   math="MATH")[sdpa_backend(*plain[0], **plain[1])[0]]])
         with torch._C.DisableTorchFunctionSubclass():
             out = func(*args, **kwargs)
         if getter in ("grad", "_grad", "data"):  # attribute reads of a fake are fake
@@ -234,7 +321,10 @@ def fake_cuda():
     """Install the fake device (see the module docstring) for the duration of the block; counters start at 0."""
     syncs.clear()
     cuda_loads.clear()
+    sdpa_calls.clear()
+    compiles.clear()
     real_save, real_is_enabled, real_dtype = torch.save, torch.is_autocast_enabled, torch.get_autocast_dtype
+    real_compile, real_mark = torch.compile, torch.compiler.cudagraph_mark_step_begin
 
     def save(obj, f, *a, **k):
         _saving.clear()
@@ -265,6 +355,7 @@ def fake_cuda():
         for k, v in stubs.items():
             setattr(torch.cuda, k, v)
         torch.save = save
+        torch.compile, torch.compiler.cudagraph_mark_step_begin = fake_compile, lambda: None
         torch.autocast = torch.amp.autocast = _CudaAutocast
         torch.is_autocast_enabled, torch.get_autocast_dtype = on_cpu(real_is_enabled), on_cpu(real_dtype)
         torch.serialization._package_registry.append(package)
@@ -281,6 +372,7 @@ def fake_cuda():
         torch.serialization._package_registry.remove(package)
         torch.is_autocast_enabled, torch.get_autocast_dtype = real_is_enabled, real_dtype
         torch.autocast = torch.amp.autocast = torch.amp.autocast_mode.autocast
+        torch.compile, torch.compiler.cudagraph_mark_step_begin = real_compile, real_mark
         torch.save = real_save
         for k, v in saved.items():
             setattr(torch.cuda, k, v)

@@ -150,9 +150,57 @@ def test_a_cuda_tagged_file_needs_map_location_on_a_cpu_machine(tmp_path):
     assert torch.load(tmp_path / "state.pt", weights_only=True, map_location="cpu")["x"].tolist() == [1.0, 1.0]
 
 
+def bf16(*shape, offset=0):
+    """A random bf16 tensor of this shape whose storage starts `offset` elements in."""
+    n = math.prod(shape)
+    return torch.randn(n + offset).bfloat16()[offset:].view(shape)
+
+
+def test_each_attention_call_is_put_on_the_kernel_cuda_would_pick(fake_cuda):
+    """PyTorch's rules, one broken at a time: flash takes no mask and no fp32, the memory-efficient kernel no
+    grouped-query heads, neither a head dim that is not a multiple of 8 (in half precision) or misaligned data;
+    what neither takes runs in the math kernel, which sdpa_kernel can exclude (then no kernel: an error)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    pick = lambda *a, **kw: fake_cuda.sdpa_backend(*a, **kw)[0]
+    q, kv, grouped = bf16(2, 4, 5, 8), bf16(2, 4, 5, 8), bf16(2, 2, 5, 8)
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    assert pick(q, kv, kv, is_causal=True) == pick(q, grouped, grouped, is_causal=True, enable_gqa=True) == "flash"
+    assert pick(q, kv, kv, attn_mask=mask) == pick(q.float(), kv.float(), kv.float()) == "efficient"
+    assert pick(q[:, :, :2], kv, kv, is_causal=True) == "efficient"  # causal, fewer queries than keys
+    assert pick(q, grouped, grouped, attn_mask=mask, enable_gqa=True) == "math"  # masked GQA: the math kernel
+    odd = bf16(2, 4, 5, 12)
+    assert pick(odd, odd, odd, attn_mask=mask) == "math"  # head dim 12
+    assert pick(bf16(2, 4, 5, 8, offset=4), kv, kv, attn_mask=mask) == "math"  # data 4 elements off alignment
+    assert pick(q, kv, kv, attn_mask=mask.expand(2, 1, 5, 5).transpose(-1, -2).contiguous().mT) == "math"
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        assert pick(q, kv, kv, attn_mask=mask) == "efficient"
+        with pytest.raises(RuntimeError, match="No available kernel"):
+            pick(q, grouped, grouped, attn_mask=mask, enable_gqa=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # autocast computes fp32 inputs in bf16
+        assert pick(q.float(), kv.float(), kv.float(), is_causal=True) == "flash"
+    with pytest.raises(RuntimeError, match="same dtype"):
+        pick(q, kv.float(), kv)
+    # called on cuda tensors: counted, computed as on the CPU, and an error on the math kernel in half precision
+    q, kv, grouped, mask = (x.to("cuda") for x in (q, kv, grouped, mask))
+    y = torch.nn.functional.scaled_dot_product_attention(q, kv, kv, attn_mask=mask)
+    assert y.is_cuda and torch.equal(y.cpu(), torch.nn.functional.scaled_dot_product_attention(
+        q.cpu(), kv.cpu(), kv.cpu(), attn_mask=mask.cpu()))
+    with pytest.raises(RuntimeError, match="would run the math kernel"):
+        torch.nn.functional.scaled_dot_product_attention(q, grouped, grouped, attn_mask=mask, enable_gqa=True)
+    assert fake_cuda.sdpa_calls == {"efficient": 1, "math": 1}
+
+
+def test_torch_compile_is_stood_in_for_and_its_settings_kept(fake_cuda):
+    """dynamo cannot trace the fake tensors: on the fake device torch.compile returns the function as it is."""
+    f = lambda x: x + 1
+    assert torch.compile(f, fullgraph=True) is f and torch.compile(fullgraph=False)(f) is f
+    assert fake_cuda.compiles == [dict(fullgraph=True), dict(fullgraph=False)]
+
+
 def test_the_fake_device_is_gone_after_the_test():
     assert isinstance(torch.autocast("cpu"), torch.amp.autocast_mode.autocast)
     assert torch.save.__module__ == "torch.serialization"
+    assert torch.compile.__module__ == "torch"
     assert not torch.__future__.get_swap_module_params_on_conversion()
     if not torch.cuda.is_available():  # on a machine with a GPU the real one answers
         assert torch.cuda.device_count() == 0
@@ -273,3 +321,24 @@ def test_the_sampler_stops_early_on_the_device_with_the_same_outputs(tmp_path, f
     assert got[1].finished.all() and got[1].tokens.size(1) < 3 + rollout.SYNC_EVERY
     assert all(torch.equal(a, b.cpu()) for a, b in zip(*got))
     assert sum(fake_cuda.syncs.values()) <= 200 // rollout.SYNC_EVERY
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compile"])
+@pytest.mark.parametrize("family, kv_heads", [("qwen2", 2), ("olmo2", 4)], ids=["gqa", "mha"])
+def test_no_attention_call_runs_the_math_kernel_in_bf16(family, kv_heads, compile, tmp_path, fake_cuda):
+    """A bf16 run on cuda, prompts of unequal length (masks everywhere), grouped-query heads or not: the prefill,
+    every decode step, and the update's forward (shared prompts, then whole rows) each run every layer's
+    attention in a fused kernel (the fake device raises on a math one: enable_gqa with a mask took it)."""
+    path, _ = tiny_hf(family, tmp_path, num_key_value_heads=kv_heads)
+    model = Transformer.from_pretrained(path, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ro = generate(model, [[5, 6, 7, 8, 9], [10, 11], [12]], 3, 6, generator=torch.Generator().manual_seed(0),
+                      compile=compile)
+        shared, _ = model(ro.tokens, ro.valid, ro.mask)
+        whole, _ = model(ro.tokens, ro.valid)
+    (shared.sum() + whole.sum()).backward()
+    layers = model.cfg["n_layer"]  # prefill, 5 decode steps, the prompts' and responses' passes, whole rows
+    assert sum(fake_cuda.sdpa_calls.values()) == layers * (1 + 5 + 2 + 1) and not fake_cuda.sdpa_calls["math"]
+    if compile:  # what a GPU compiles: the decode step, whole, static shapes, CUDA graphs
+        assert fake_cuda.compiles == [dict(fullgraph=True, dynamic=False, mode="reduce-overhead",
+                                           recompile_limit=64)]

@@ -115,6 +115,9 @@ KNOBS = {  # the settings that move tensors between devices or run another code 
                             "--is_correction=tis"],
     "bfloat16_checkpointing": ["--dtype=bfloat16", "--grad_checkpointing=True", "--rollouts=2",
                                "--advantage=dr_grpo", "--kl_coef=0.01", "--micro_batch_size=4"],
+    "staleness_m2po": ["--staleness=1", "--rollouts=2", "--advantage=grpo", "--is_correction=m2po"],
+    "compile_bfloat16_reference": ["--compile=True", "--dtype=bfloat16", "--rollouts=2", "--advantage=grpo",
+                                   "--kl_coef=0.01", "--sample_batch_size=3"],
     "cosine_trained_subset_pass_at_k": ["--lr_schedule=cosine", "--warmup_steps=1", "--train_problems=4",
                                         "--eval_samples=2", "--log_rollouts=2"],
 }
@@ -127,12 +130,17 @@ def test_every_knob_trains_on_cuda(knob, tmp_path, fake_cuda):
     assert all(math.isfinite(line["loss"]) and line["peak_mem_gib"] == 0.0 for line in log[1:])
 
 
-def test_two_steps_on_cuda_equal_the_cpu_run(tmp_path, fake_cuda):
+def test_two_steps_on_cuda_equal_the_cpu_run(tmp_path, fake_cuda, monkeypatch):
     """The same CPU kernels run in the same order on both devices, so logs and weights are equal exactly: a
-    tensor left on the wrong device, or a device-dependent branch that changed the math, would show here."""
+    tensor left on the wrong device, or a device-dependent branch that changed the math, would show here. The one
+    such branch on purpose: AdamW is fused on CUDA (train.py), so here the CPU run's is fused too."""
     flags = ["--rollouts=2", "--advantage=grpo", "--minibatches=2", "--micro_batch_size=3", "--sample_batch_size=2",
              "--kl_coef=0.05", "--entropy_coef=0.01", "--log_rollouts=2", "--eval_problems=8"]
+    adamw, fused = torch.optim.AdamW, []
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, **kw: fused.append(kw["fused"]) or adamw(
+        params, **dict(kw, fused=True)))
     logs = {d: untimed(run(tmp_path / d, f"--device={d}", *flags)) for d in ("cpu", "cuda")}
+    assert fused == [False, True]  # as train.py asks for them
     assert [{k: v for k, v in line.items() if k != "peak_mem_gib"} for line in logs["cuda"]] == logs["cpu"]
     weights = [load_file(tmp_path / d / "ckpt" / "model.safetensors") for d in ("cpu", "cuda")]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -176,18 +184,59 @@ def test_a_checkpoint_written_on_a_gpu_evaluates_on_a_cpu_machine(tmp_path, monk
     assert [line["step"] for line in log] == [0, 1, 2] and math.isfinite(log[-1]["loss"])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_evaluate_runs_on_cuda_with_the_cpu_results(dtype, tmp_path, monkeypatch, fake_cuda):
+@pytest.mark.parametrize("dtype, compile", [("float32", False), ("bfloat16", False), ("float32", True)])
+def test_evaluate_runs_on_cuda_with_the_cpu_results(dtype, compile, tmp_path, monkeypatch, fake_cuda):
+    """compile on cuda (the fake device runs the compiled step's function as it is) against the CPU's eager run."""
     argv = [f"--dtype={dtype}", "--eval_problems=6", "--n_samples=2", "--eval_batch_size=4"]
     for device in ("cpu", "cuda"):
-        evaluate_cli(monkeypatch, *argv, f"--device={device}", f"--out={tmp_path / device}.json")
+        evaluate_cli(monkeypatch, *argv, f"--device={device}", f"--out={tmp_path / device}.json",
+                     f"--compile={compile and device == 'cuda'}")
     assert json.load(open(tmp_path / "cpu.json")) == json.load(open(tmp_path / "cuda.json"))
+    assert len(fake_cuda.compiles) == compile  # once per model
 
 
 def test_bench_runs_on_cuda(fake_cuda, capsys):
-    """bench.py's sampler and update comparison on cuda (transformers' model on the fake device too), tiny shapes."""
+    """bench.py's sampler (eager and compiled) and update comparison on cuda (transformers' model on the fake device
+    too), tiny shapes."""
     import bench
-    args = SimpleNamespace(device="cuda", dtype="bfloat16", repeat=1, compile=False)
+    args = SimpleNamespace(device="cuda", dtype="bfloat16", repeat=1, compile=True)
     bench.bench_shape("tiny-arith policy", os.path.join(ROOT, "assets", "tiny-arith"), 2, 2, 4, 4, args)
     out = capsys.readouterr().out
-    assert "sampler  nanoRFT" in out and "update   nanoRFT" in out and "peak memory" in out
+    assert "sampler  nanoRFT" in out and "nanoRFT compiled" in out and "update   nanoRFT" in out
+    assert "peak memory" in out and not fake_cuda.sdpa_calls["math"]
+
+
+def gpu_checklist(tmp_path):
+    """bench.py --gpu's checklist on a tiny Qwen2 (grouped-query heads) on cuda: (exit code, printed lines)."""
+    import bench
+    import bench_gpu
+    from conftest import tiny_hf
+    from model import Transformer
+    path, _ = tiny_hf("qwen2", tmp_path, num_key_value_heads=2)
+    model = Transformer.from_pretrained(path, device="cuda")
+    rows = bench.Rollout(*(x.to("cuda") for x in bench.gsm8k_rows(61, prompts=2, n=2)))
+    prompts = [row[valid].tolist() for row, valid in zip(rows.tokens[::2], rows.valid[::2])]
+    return bench_gpu.checklist(model, "random", rows, prompts, n=2, new_tokens=6, repeat=1)
+
+
+def test_the_first_gpu_checklist_passes_on_the_fake_device(tmp_path, fake_cuda, capsys):
+    """The host side of bench.py --gpu: every attention call fused (and the run without the math kernel), eager and
+    compiled decoding, the sampler/trainer gap below an inference engine's, peak memory (0 here) under the estimate."""
+    assert gpu_checklist(tmp_path) == 0
+    out = capsys.readouterr().out
+    # 2 layers x (the prefill and 7 decode steps of 8 tokens, the update's prompts' and responses' passes)
+    assert f"1. attention kernels of a sampler call and an update: efficient_attention {2 * (8 + 2)};" in out
+    assert "without the math kernel: ok" in out and "all checks passed" in out
+    assert "2. sampler, 2 prompts x 2, 6 new tokens: eager" in out and "compiled" in out
+    assert fake_cuda.compiles[0]["mode"] == "reduce-overhead"
+
+
+def test_the_checklist_fails_on_attention_that_ignores_the_mask(tmp_path, fake_cuda, capsys, monkeypatch):
+    """A trainer kernel that reads the wrong keys (the padding and prompt mask dropped in the update's forward) shows
+    as a sampler/trainer gap far above an inference engine's: exit code 1, named."""
+    from machinery import flash
+    real = flash.attention
+    monkeypatch.setattr(flash, "attention", lambda q, k, v, ctx, layer: real(
+        q, k, v, ctx._replace(mask=None) if ctx.col is None and ctx.cache is None else ctx, layer))
+    assert gpu_checklist(tmp_path) == 1
+    assert "FAILED: mismatch_kl" in capsys.readouterr().out

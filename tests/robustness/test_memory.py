@@ -43,27 +43,44 @@ def test_each_term_equals_the_hand_computed_bytes():
     phases = memory.memory_terms(read_hf_config(TINY), RUN, "cpu", 16, 1, 3, 1)
     # params: embedding 97*64 = 6208; per block q, o 64*64 each, k, v 64*32 each, MLP 3*64*96, qkv bias 64+32+32
     # = 30848 matmul + 2*64 norm; 2 blocks and the final norm: 6208 + 2*(30848 + 128) + 64 = 68224
-    assert phases["held"] == [("weights", 4 * 68224), ("reference model", 4 * 68224), ("AdamW moments", 8 * 68224),
-                              ("bf16 weight copies", 2 * (2 * 30848 + 6208))]
+    # the reference's matmul weights in bf16 (2 blocks' 30848), its tied embedding and norms fp32
+    assert phases["held"] == [("weights", 4 * 68224), ("reference model", 4 * 68224 - 2 * 2 * 30848),
+                              ("AdamW moments", 8 * 68224), ("bf16 weight copies", 2 * (2 * 30848 + 6208))]
     assert phases["sampling"] == [("KV cache", 2 * 2 * 8 * 16 * 2 * 16 * 2),  # k, v x 2 layers x 8 rows x 16 x 2 x 16
                                   ("logits", 8 * 97 * (2 + 4 * 4)),  # bf16 logits + 4 fp32 (N, V)
                                   ("prompts' forward", 4 * 8 * (3 * 2 * 96 + 16 * 64))]
-    # a block per token: 5 bf16 inputs of 64, q, k (RoPE'd), v, out: 2*2*(64+32) + 4 B x 4 heads, MLP 4*2*96,
-    # norms 16*64 + 8 = 640 + 400 + 768 + 1032 = 2840 B; 2 rows x 16 tokens, 2 blocks + 1 in backward
-    assert phases["update"] == [("gradients", 4 * 68224), ("activations", 32 * 3 * 2840),
+    # a block per token: 5 bf16 inputs of 64, q, k, v (k, v repeated to the 4 heads), out: 4*2*64 + 4 B x 4 heads,
+    # MLP 4*2*96, norms 16*64 + 8 = 640 + 528 + 768 + 1032 = 2968 B; 2 rows x 16 tokens, 2 blocks + 1 in backward
+    assert phases["update"] == [("gradients", 4 * 68224), ("activations", 32 * 3 * 2968),
                                 ("head", 32 * 97 * (12 + 2) + 32 * (12 * 64 + 32)),  # one chunk of 32 tokens
+                                ("head backward", 97 * 64 * (4 + 2)),  # its fp32 weight gradient, the bf16 weight
                                 ("reference forward", 32 * (3 * 2 * 96 + 16 * 64) + 32 * 97 * (8 + 2))]
     assert phases["evaluation"] == [("KV cache", 2 * 2 * 3 * 16 * 2 * 16 * 2), ("logits", 3 * 97 * 18),
                                     ("prompts' forward", 3 * 8 * 1600)]
-    held = 4 * 68224 * 4 + 2 * 67904
-    update = 4 * 68224 + 32 * 3 * 2840 + 32 * 97 * 14 + 32 * 800 + 32 * 1600 + 32 * 97 * 10
+    held = 4 * 68224 * 4 - 4 * 30848 + 2 * 67904
+    update = 4 * 68224 + 32 * 3 * 2968 + 32 * 97 * 14 + 32 * 800 + 97 * 64 * 6 + 32 * 1600 + 32 * 97 * 10
     assert memory.estimate(phases) == (held + update, "update")
     grad_ckpt = dict(memory.update_terms(read_hf_config(TINY), dict(RUN, grad_checkpointing=True), "cpu", 2, 16, 2))
-    assert grad_ckpt["activations"] == 32 * (2 * 4 * 64 + 2 * 2840)  # each block's fp32 input, one block twice
-    # on CUDA without flash-attn, SDPA's math kernel: the cache's k, v at 4 query heads in fp32 (+ 2 weights) for
-    # 8 rows x 16, the prompts' 4 x 8 tokens' (8 x 8 weights, softmax, q, k, v of 16)
+    assert grad_ckpt["activations"] == 32 * (2 * 4 * 64 + 2 * 2968)  # each block's fp32 input, one block twice
+    # on CUDA without flash-attn, a layer's SDPA inputs: the prompts' 4 x 8 tokens' mask (8 keys, bool and bf16) and
+    # k, v repeated to 4 heads of 16 in bf16; a decode step's mask over 8 rows x 16; the update's masks, 2 layers
     cuda = dict(memory.sampler_terms(read_hf_config(TINY), RUN, "cuda", 4, 2, 16, 2))
-    assert cuda["SDPA fp32 GQA fallback"] == 4 * 4 * (8 * 16 * (2 * 16 + 2) + 4 * 8 * (2 * 8 + 3 * 16))
+    assert cuda["SDPA masks and repeated keys"] == 4 * 8 * (8 * 3 + 2 * 4 * 16 * 2) + 8 * 16 * 3
+    cuda = dict(memory.update_terms(read_hf_config(TINY), RUN, "cuda", 2, 16, 2))
+    assert cuda["SDPA masks"] == 2 * 16 * 16 * (1 + 2 * 2)
+
+
+def test_ddp_buckets_and_a_compiled_samplers_cache_are_held():
+    """Under DDP (2 ranks) each rank holds gradient buckets as large as its gradients; with compile=True the sampler's
+    cache lives through the run (machinery/decode.py): the larger of the sampling (8 rows, 16 tokens) and the
+    evaluation call's (3 rows: bucket 3), as held, and out of their phases."""
+    cfg = read_hf_config(TINY)
+    phases = memory.memory_terms(cfg, dict(RUN, batch_size=8), "cpu", 16, 2, 3, 1)
+    assert ("DDP gradient buckets", 4 * 68224) in phases["held"]
+    assert "DDP gradient buckets" not in dict(memory.memory_terms(cfg, RUN, "cpu", 16, 1, 3, 1)["held"])
+    phases = memory.memory_terms(cfg, dict(RUN, compile=True), "cpu", 16, 1, 3, 1)
+    assert phases["held"][-1] == ("KV cache, compiled decoding", 2 * 2 * 8 * 16 * 2 * 16 * 2)
+    assert all("KV cache" not in dict(phases[p]) for p in ("sampling", "evaluation"))
 
 
 def block_peak(hf, layers, amp, grad_checkpointing=False, rows=3, T=40):
@@ -114,18 +131,19 @@ def llama_config(*configs):
                      + [os.path.join(ROOT, "config", c) for c in configs])
 
 
-def test_llama_at_32x32_is_refused_on_an_80gb_gpu(gpu_80gb, capsys):
-    """32 prompts x 32 rollouts in one sampler call: a 1024-row KV cache of 40 GiB at 256 + 1024 tokens, and SDPA's
-    fp32 GQA fallback, on top of 20.7 GiB of weights, reference, AdamW and bf16 copies."""
+def test_llama_at_32x32_is_refused_on_a_48gb_gpu(gpu_80gb, capsys, monkeypatch):
+    """32 prompts x 32 rollouts in one sampler call: a 1024-row KV cache of 40 GiB at 256 + 1024 tokens on top of
+    18.9 GiB of weights, reference, AdamW and bf16 copies (61.8 GiB: an 80 GB GPU takes it)."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (48 * GIB, 48 * GIB))
     with pytest.raises(SystemExit) as e:
         checks.check_model(gpu_80gb, llama_config("paper/rollouts_32.py"), 1, "cuda", longest_prompt=256, problems=1319)
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
-    for word in ("80.0 GiB are free", "sampling", "KV cache 40.0", "sample_batch_size", "flash-attn"):
+    for word in ("48.0 GiB are free", "sampling", "KV cache 40.0", "sample_batch_size", "flash-attn"):
         assert word in err
     # the paper's 32 x 8 fits, and the estimate is printed beside the budget
     checks.check_model(gpu_80gb, llama_config("grpo_8rollouts.py"), 1, "cuda", longest_prompt=256, problems=1319)
-    assert "GiB of the 80.0 GiB free on cuda: held 20.7 (weights 4.6" in capsys.readouterr().out
+    assert "GiB of the 48.0 GiB free on cuda: held 18.9 (weights 4.6" in capsys.readouterr().out
     # 8 prompts per sampler call (sample_batch_size) fit at 32 x 32
     c = dict(llama_config("paper/rollouts_32.py"), sample_batch_size=8)
     checks.check_model(gpu_80gb, c, 1, "cuda", longest_prompt=256, problems=1319)
@@ -140,12 +158,12 @@ def test_an_update_that_does_not_fit_names_micro_batch_size(gpu_80gb, capsys):
 
 
 def test_eval_batch_size_0_takes_as_many_prompts_as_fit(monkeypatch):
-    """With TINY's numbers above: the run holds 4 * 4 * 68224 + 2 * 67904 = 1227392 B; one prompt's sampler call
-    (1 sample, 16 tokens) takes KV 4096 + logits 97 * 18 + prompts' forward 8 * 1600 = 18642 B."""
+    """With TINY's numbers above: the run holds 4 * 4 * 68224 - 4 * 30848 + 2 * 67904 = 1104000 B; one prompt's
+    sampler call (1 sample, 16 tokens) takes KV 4096 + logits 97 * 18 + prompts' forward 8 * 1600 = 18642 B."""
     cfg, c = read_hf_config(TINY), dict(RUN, eval_batch_size=0)
-    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 + 3 * 18642 + 100, train=True) == 3
-    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 + 3 * 18642 - 1, train=True) == 2
-    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1227392 - 1, train=True) == 0
+    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1104000 + 3 * 18642 + 100, train=True) == 3
+    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1104000 + 3 * 18642 - 1, train=True) == 2
+    assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 1104000 - 1, train=True) == 0
     # evaluate.py holds only the fp32 weights and their bf16 copies
     assert memory.eval_batch_fit(cfg, c, "cpu", 16, 1, 4 * 68224 + 2 * 67904 + 18642, train=False) == 1
     path = os.path.join(ROOT, "assets", "tiny-arith")  # check_model reads its config.json: 8 + 8 tokens
@@ -174,5 +192,5 @@ def test_help_prints_the_memory_estimate(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and "learning_rate = 1e-06" in out  # the knobs, then the estimate
     assert "Qwen/Qwen2.5-0.5B-Instruct (its shape from memory.PAPER_MODELS), prompts of 512 + 1024 tokens" in out
-    assert "held          8.3  weights 1.8, reference model 1.8, AdamW moments 3.7, bf16 weight copies 0.9" in out
+    assert "held          7.6  weights 1.8, reference model 1.2, AdamW moments 3.7, bf16 weight copies 0.9" in out
     assert "no GPU here to compare with" in out

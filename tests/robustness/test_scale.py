@@ -33,12 +33,13 @@ def errors(text, each=4000):
     return f"{text[:each]}\n[... {len(text) - 2 * each} characters left out ...]\n{text[-each:]}"
 
 
-# torchrun runs per variant, 3 in all: every one must exit 0 (a rank once died at exit in ~10-20% of runs;
+# torchrun runs per variant, 4 in all: every one must exit 0 (a rank once died at exit in ~10-20% of runs;
 # test_teardown_waits_for_every_rank pins that race itself)
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, runs", [([], 1), (["--filter_zero_variance=True", "--resample_tries=2",
-                                                    "--rollouts=3"], 2)],
-                         ids=["plain", "dynamic_sampling"])  # the filter leaves ranks with unequal row counts
+                                                    "--rollouts=3"], 2),
+                                         (["--staleness=1", "--max_steps=3", "--eval_interval=3"], 1)],
+                         ids=["plain", "dynamic_sampling", "staleness"])  # the filter: unequal rows per rank
 def test_torchrun_two_ranks_equal_one_process(tmp_path, extra, runs):
     flags = FLAGS + extra
     one = train_cli(sys.executable, "train.py", *flags, f"--out_dir={tmp_path / 'one'}")
@@ -65,6 +66,13 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, extra, runs):
         steps = int(one_moments[0]["step"])  # max_steps x minibatches
         for k in a:
             torch.testing.assert_close(a[k], b[k], atol=2 * LR * steps, rtol=0)
+        # staleness: the sampler's snapshots are weights, of earlier steps: the same bound holds
+        stale = [torch.load(d / "ckpt" / "train_state.pt", weights_only=True).get("stale", [])
+                 for d in (tmp_path / "one", out)]
+        assert len(stale[0]) == len(stale[1]) == (1 if "--staleness=1" in extra else 0)
+        for x, y in zip(*stale):
+            for k in x:
+                torch.testing.assert_close(x[k], y[k], atol=2 * LR * steps, rtol=0)
     # samples.jsonl is written by rank 0 alone, with every rank's responses in the single process's order
     assert open(tmp_path / "one" / "samples.jsonl").read() == open(tmp_path / "two0" / "samples.jsonl").read()
     la, lb = ([json.loads(x) for x in open(tmp_path / d / "log.jsonl")] for d in ("one", "two0"))
