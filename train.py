@@ -315,7 +315,7 @@ def update(model, ref, opt, rows, scaler=None):
             opt.zero_grad(set_to_none=True)
             n_steps, skipped, bad = n_steps + 1, skipped + (not stepped), bad + gave_up
     stats = {k: ddp.all_sum(float(v)) / n_steps for k, v in totals.items() if k != "grad_norm"}
-    stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], rows["mask"]))  # the sampler/trainer gap
+    stats.update(precision.gap_stats(pi_old, rows["old_logprobs"], rows["mask"], is_correction, cap))
     if scaler.is_enabled():  # float16: the loss scale and the overflowed steps it skipped
         stats.update(loss_scale=scaler.get_scale(), overflows=skipped - bad)
     return dict(stats, grad_norm=totals["grad_norm"] / max(1, n_steps - skipped), skipped=bad)

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 
 from machinery import distributed as ddp
-from loss import mismatch
+from loss import is_weights, mismatch
 from model import Transformer
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -85,9 +85,16 @@ def trainer_logprobs(policy, rows, masks, micro_batch_size, temperature, nucleus
     return out
 
 
-def gap_stats(pi_old, sampler_logprobs, masks):
+def gap_stats(pi_old, sampler_logprobs, masks, kind="none", cap=2.0):
     """The sampler/trainer gap of a step's rows, over all ranks' tokens (loss.mismatch): mismatch_kl (k3 per
-    token), mismatch_frac (token ratios outside the band) and mismatch_max (largest sequence log-ratio)."""
+    token), mismatch_frac (token ratios outside the band) and mismatch_max (largest sequence log-ratio); with
+    an is_correction `kind`, is_cut: the fraction of tokens it cut (TIS: weight truncated at the cap C; MIS,
+    M2PO: weight 0), from the same weights the update used (pi_old is the step's start for all of them)."""
     gap, n_tokens = mismatch(pi_old, sampler_logprobs, masks), max(ddp.all_sum(masks.sum().item()), 1.0)
-    return dict(mismatch_kl=ddp.all_sum(gap["kl"]) / n_tokens, mismatch_frac=ddp.all_sum(gap["out"]) / n_tokens,
-                mismatch_max=max(ddp.gather_objects([gap["max"]])))
+    stats = dict(mismatch_kl=ddp.all_sum(gap["kl"]) / n_tokens, mismatch_frac=ddp.all_sum(gap["out"]) / n_tokens,
+                 mismatch_max=max(ddp.gather_objects([gap["max"]])))
+    if kind != "none":
+        weights = is_weights(pi_old, sampler_logprobs, masks, kind=kind, cap=cap)  # (N, T)
+        cut = weights >= cap if kind == "tis" else weights == 0
+        stats["is_cut"] = ddp.all_sum((cut & (masks > 0)).sum().item()) / n_tokens
+    return stats

@@ -157,6 +157,37 @@ def test_m2po_weights_are_the_importance_ratio_on_kept_tokens_and_zero_on_masked
     torch.testing.assert_close(w, torch.tensor([[1.0, 1.25, 0.0]]), atol=1e-6, rtol=0)  # exp(log 1.25) in fp32
 
 
+@pytest.mark.parametrize("kind, cap, cut", [
+    ("tis", 2.0, 1 / 4),  # ratios 1, 1.25, 9, 0.25 (the padded token is not trained): only 9 is truncated at 2
+    ("tis", 1.2, 2 / 4),  # 1.25 too
+    ("mis", 2.0, 1.0),  # mean log-ratios: row 0 (log 1.25 + log 9) / 3 = 0.81, row 1 |log 0.25| = 1.39 > log 2
+    ("mis", 3.0, 1 / 4),  # log 3 = 1.10: row 1 only, its one trained token
+    ("mis", 5.0, 0.0),  # both within log 5 = 1.61
+    ("m2po", 0.04, 2 / 4),  # squares 0, 0.0498, 1.92, 4.83: kept until the smallest two (mean 0.025)
+    ("none", 2.0, None),
+])
+def test_the_fraction_of_tokens_a_correction_cut_is_logged(kind, cap, cut):
+    """precision.gap_stats' is_cut: over the trained tokens only, from the same weights as the update's."""
+    from machinery import precision
+    pi_old = torch.log(torch.tensor([[0.5, 0.5, 0.9], [0.1, 0.5, 0.5]]))
+    sampler = torch.log(torch.tensor([[0.5, 0.4, 0.1], [0.4, 0.9, 0.9]]))  # (2, 3); row 1 is one token long
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    if kind == "m2po":
+        cap = m2po_cutoff((pi_old - sampler)[mask].square(), cap)
+    stats = precision.gap_stats(pi_old, sampler, mask, kind, cap)
+    assert stats.get("is_cut") == (None if cut is None else pytest.approx(cut, abs=1e-12))  # counts over 4
+
+
+def test_a_run_logs_what_its_correction_cut(tmp_path):
+    """TIS with a cap barely above 1 at K = 2: once the sampler lags (step 2 on: steps 1-3 sample the initial
+    policy, the trainer has moved after step 1) some token's pi_old / pi_sampler exceeds it; step 1 is on-policy,
+    its fp32 ratios 1 up to rounding (~1e-7), far under the cap's 1e-3."""
+    log = run(tmp_path, "--staleness=2", "--is_correction=tis", "--is_cap=1.001", "--max_steps=5",
+              "--eval_interval=5", "--eval_problems=4")
+    assert log[1]["is_cut"] == 0.0 and all(line["is_cut"] > 0 for line in log[2:])
+    assert "is_cut" not in run(tmp_path / "none", "--max_steps=1", "--eval_problems=4")[1]
+
+
 def settings(cfg):
     """train.py's knobs for a pipeline entry on the CPU base."""
     import pipelines
@@ -175,14 +206,14 @@ def test_each_stale_entry_is_its_arms_k0_plus_staleness_only():
     assert ppo and all(c["minibatches"] == 4 for c in ppo)  # the clip acts against pi_old only after step 1
 
 
-def write_run(path, times, tests, kls):
-    """A hand-made log.jsonl: steps 1..n with (sample_s, update_s) times and mismatch_kl; evaluations at step 0
-    and n (test pass@1 `tests`)."""
+def write_run(path, times, tests, kls, cuts=None):
+    """A hand-made log.jsonl: steps 1..n with (sample_s, update_s) times, mismatch_kl and (given cuts) is_cut;
+    evaluations at step 0 and n (test pass@1 `tests`)."""
     path.mkdir(parents=True)
     lines = [dict(step=0, time=0.0, responses=0, **{"train_pass@1": 0.0, "test_pass@1": tests[0]})]
     for step, ((sample_s, update_s), kl) in enumerate(zip(times, kls), 1):
         lines.append(dict(step=step, time=float(step), responses=step, sample_s=sample_s, update_s=update_s,
-                          mismatch_kl=kl))
+                          mismatch_kl=kl, **({} if cuts is None else dict(is_cut=cuts[step - 1]))))
     lines[-1].update({"train_pass@1": 0.0, "test_pass@1": tests[1]})
     (path / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
@@ -196,11 +227,13 @@ def test_the_staleness_table_pairs_each_k_with_k0_and_adds_up_both_clocks(tmp_pa
     for seed, (t0, t2) in enumerate([(0.5, 0.45), (0.6, 0.5)]):
         write_run(tmp_path / "minimal" / f"seed{seed}", [(1.0, 3.0), (2.0, 1.0)], (0.3, t0), [0.0, 0.0])
         write_run(tmp_path / "minimal_stale2" / f"seed{seed}", [(1.0, 3.0), (2.0, 1.0)], (0.3, t2), [0.0, 4e-3])
+        write_run(tmp_path / "minimal_tis_stale2" / f"seed{seed}", [(1.0, 1.0)], (0.3, t2), [0.0], [0.01 * seed])
     plot_staleness.main([str(tmp_path), f"--out={tmp_path / 'staleness'}"])
     rows = [line for line in (tmp_path / "staleness.md").read_text().splitlines() if line.startswith("| minimal")]
     seconds = "3 ± 0 | 4 ± 0 | 7 ± 0 | 5 ± 0"
-    assert rows[0] == f"| minimal | 0 | 2 | 55.0 ± 7.1 | — | 0.0e+00 ± 0.0e+00 | {seconds} | 1.00 ± 0.00 |"
-    assert rows[1] == f"| minimal | 2 | 2 | 47.5 ± 3.5 | -7.5 [-39.3, +24.3] | 2.0e-03 ± 0.0e+00 | {seconds} | 0.71 ± 0.00 |"
+    assert rows[0] == f"| minimal | 0 | 2 | 55.0 ± 7.1 | — | 0.0e+00 ± 0.0e+00 | — | {seconds} | 1.00 ± 0.00 |"
+    assert rows[1] == f"| minimal | 2 | 2 | 47.5 ± 3.5 | -7.5 [-39.3, +24.3] | 2.0e-03 ± 0.0e+00 | — | {seconds} | 0.71 ± 0.00 |"
+    assert rows[2].split(" | ")[6] == "0.50 ± 0.71"  # is_cut 0 and 1% (no K = 0 run: no Δ)
 
 
 def test_the_staleness_plot_needs_stale_runs(tmp_path, capsys):

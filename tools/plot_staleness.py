@@ -74,10 +74,12 @@ def kl_series(run):
 
 def table(arms):
     """The markdown table: a row per arm and K."""
-    head = ["arm", "K", "seeds", "final test", "Δ test vs K = 0 (95% CI)", "mismatch_kl", "sampling (s)",
+    head = ["arm", "K", "seeds", "final test", "Δ test vs K = 0 (95% CI)", "mismatch_kl", "cut (%)", "sampling (s)",
             "update (s)", "in turn (s)", "overlapped (s)", "clock per step"]
     lines = ["test pass@1 in %, mean ± std over seeds; Δ: paired difference to the arm's K = 0 in points over "
-             "the seeds both ran, at the last step both evaluated. mismatch_kl: mean over steps. Seconds: sums "
+             "the seeds both ran, at the last step both evaluated. mismatch_kl: mean over steps. Cut: is_cut, the "
+             "tokens the correction truncated (TIS) or masked (MIS, M2PO), in % of the trained ones, mean over "
+             "steps. Seconds: sums "
              "over the training steps of sample_s, update_s, their sum (in turn) and their max (overlapped: an "
              "asynchronous pipeline's, sampler beside the trainer, which needs K >= 1). Clock per step: the "
              "mean over steps of max / sum at K >= 1, 1 at K = 0, in synchronous steps.", "",
@@ -88,6 +90,7 @@ def table(arms):
             last = [r["evals"][-1] for r in group]
             p = paired(group, zero, "test_pass@1") if zero and k else None
             kl = [np.mean(list(kl_series(r).values())) for r in group]
+            cut = [[line["is_cut"] for line in r["lines"] if "is_cut" in line] for r in group]
             sample, update = ([phases(r)[i] for r in group] for i in (1, 2))
             seconds = [[x.sum() for x in sample], [x.sum() for x in update],
                        [(a + b).sum() for a, b in zip(sample, update)],
@@ -96,7 +99,8 @@ def table(arms):
             lines.append("| " + " | ".join([
                 arm, str(k), str(len(group)), cell(mean_std([line["test_pass@1"] for line in last]), 100),
                 paired_cell(p, min(line["step"] for line in last)) if k else "—",
-                cell(mean_std(kl), fmt=".1e"),
+                cell(mean_std(kl), fmt=".1e"), cell(mean_std([np.mean(c) for c in cut]), 100, ".2f")
+                if all(cut) else "—",
                 *(cell(mean_std(x), fmt=".0f") for x in seconds), cell(per_step, fmt=".2f")]) + " |")
     return "\n".join(lines) + "\n"
 
