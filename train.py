@@ -85,6 +85,7 @@ clip_high = 0.2  # PPO ratio clip above: 1 + clip_high (DAPO clip-higher: 0.28)
 ratio_level = "token"  # token | sequence (GSPO: one length-normalized ratio per response, clipped as one)
 policy_loss = "ppo"  # ppo (clipped surrogate) | cispo (clipped importance weight, detached, times -adv*logp)
 dual_clip = 0.0  # dual-clip PPO constant c > 1 bounding the loss of negative advantages; 0 = off
+clip_to = "pi_old"  # PPO's ratio pi / pi_old (verl, TRL) | sampler: pi / pi_sampler (coupled PPO, no recompute)
 kl_coef = 0.0  # weight of KL to the frozen initial policy; 0 = no reference model at all
 kl_estimator = "k3"  # k1 | k2 | k3 (Schulman's estimators)
 kl_clamp = 0.0  # clamp each token's KL estimate to [-kl_clamp, kl_clamp] (verl's low_var_kl: 10); 0 = off
@@ -286,11 +287,11 @@ def update(model, ref, opt, rows, scaler=None):
                 advantages = rows["advantages"][ids, None].expand_as(logprobs)  # on all its tokens
                 if on_policy:
                     pi_old[ids, cols] = logprobs.detach()
-                # the sampler/trainer gap's correction (loss.is_weights); PPO's ratio is to pi_old (verl, TRL)
+                # PPO's ratio to pi_old (None: to pi itself, REINFORCE) or to the sampler; the gap's correction
+                base = old_logprobs if clip_to == "sampler" else None if on_policy else pi_old[ids][:, cols]
                 weights = is_weights(pi_old[ids][:, cols], old_logprobs, mask, kind=is_correction, cap=cap)
-                pg, st = policy_gradient(logprobs, None if on_policy else pi_old[ids][:, cols], advantages,
-                                         mask, kind=policy_loss, ratio_level=ratio_level, clip_low=clip_low,
-                                         clip_high=clip_high, dual_clip=dual_clip)
+                pg, st = policy_gradient(logprobs, base, advantages, mask, kind=policy_loss, ratio_level=ratio_level,
+                                         clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip)
                 loss = aggregate(weights * pg, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)
                 if entropy_coef > 0:  # entropy bonus (A3C): keeps the policy from collapsing early
                     bonus = aggregate(entropy, mask, loss_agg, n_tokens, n_seqs, max_new_tokens)

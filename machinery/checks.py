@@ -37,7 +37,8 @@ def check_config(c, world):
     combinations warn."""
     choices = dict(task=data.TASKS, grader=reward.GRADERS, advantage=ESTIMATORS, loss_agg=AGGREGATIONS,
                    kl_estimator=KL_ESTIMATORS, policy_loss=POLICY_LOSSES, ratio_level=RATIO_LEVELS,
-                   lr_schedule=("constant", "cosine"), dtype=DTYPES, is_correction=IS_CORRECTIONS)
+                   lr_schedule=("constant", "cosine"), dtype=DTYPES, is_correction=IS_CORRECTIONS,
+                   clip_to=("pi_old", "sampler"))
     for k, allowed in choices.items():
         if c[k] not in allowed:
             die(f"{k}={c[k]!r} is not one of {', '.join(allowed)}")
@@ -72,6 +73,9 @@ def check_config(c, world):
                                                     f"{', '.join(DTYPES)}, or '' (the same as dtype)"),
              (c["is_cap"] > 1, f"is_cap must be > 1 (tis caps weights at it, mis keeps ratios in [1/is_cap, is_cap]), "
                                f"got {c['is_cap']}"),
+             (c["clip_to"] == "pi_old" or c["is_correction"] == "none",
+              f"clip_to=sampler with is_correction={c['is_correction']}: coupled PPO's ratio is already to the "
+              f"sampler, so a correction of pi_old against the sampler would count the gap twice; use one"),
              (c["m2_threshold"] > 0, f"m2_threshold must be > 0 (m2po keeps tokens whose mean squared log-ratio "
                                      f"is below it), got {c['m2_threshold']}"),
              (c["min_lr_ratio"] <= 1, f"min_lr_ratio must be at most 1, got {c['min_lr_ratio']}"),

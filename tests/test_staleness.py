@@ -188,6 +188,26 @@ def test_a_run_logs_what_its_correction_cut(tmp_path):
     assert "is_cut" not in run(tmp_path / "none", "--max_steps=1", "--eval_problems=4")[1]
 
 
+def test_coupled_ppo_clips_against_the_stale_sampler_from_the_first_optimizer_step(tmp_path):
+    """clip_to=sampler: the ratio is pi / pi_sampler, so with one minibatch at K = 2 the clip acts as soon as the
+    sampler lags (step 2 on), where the default ratio (to pi_old, the policy itself on one minibatch) never clips.
+    At K = 0 the fp32 sampler is the policy up to rounding (ratios ~1e-6 from 1, far inside the 0.001 clip). 16
+    prompts a step: a step whose raw rewards are all 0 has no advantage for the clip to act on."""
+    tight = ["--clip_low=0.001", "--clip_high=0.001", "--max_steps=4", "--eval_interval=4", "--eval_problems=4",
+             "--batch_size=16"]
+    coupled = run(tmp_path / "a", "--staleness=2", "--clip_to=sampler", *tight)
+    decoupled = run(tmp_path / "b", "--staleness=2", *tight)
+    fresh = run(tmp_path / "c", "--clip_to=sampler", *tight)
+    assert coupled[1]["clipfrac"] == 0 and all(line["clipfrac"] > 0 for line in coupled[2:])
+    assert all(line["clipfrac"] == 0 for line in decoupled[1:] + fresh[1:])
+
+
+def test_coupled_ppo_takes_no_second_correction(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--clip_to=sampler", "--is_correction=tis")
+    assert e.value.code == 2 and "count the gap twice" in capsys.readouterr().err
+
+
 def settings(cfg):
     """train.py's knobs for a pipeline entry on the CPU base."""
     import pipelines
@@ -197,7 +217,7 @@ def settings(cfg):
 def test_each_stale_entry_is_its_arms_k0_plus_staleness_only():
     import pipelines
     entries, refs = pipelines.PIPELINES["staleness"], pipelines.REFERENCES["staleness"]
-    assert len(entries) == 2 * 4 * 5 and list(entries)[0] == "minimal"
+    assert len(entries) == 2 * 5 * 5 and list(entries)[0] == "minimal"
     for name, cfg in entries.items():
         a, b = settings(cfg), settings(entries[refs[name]])
         assert {k for k in a if a[k] != b[k]} == ({"staleness"} if refs[name] != name else set()), name

@@ -47,7 +47,7 @@ from bench_gpu import checklist
 from bench_memory import memory
 from bench_rewards import bench_rewards
 from bench_run import bench_run
-from bench_update import bench_gsm8k, bench_update, gsm8k_rows, timeit
+from bench_update import bench_gsm8k, bench_update, gsm8k_rows, kernel_share, timeit
 
 
 def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
@@ -81,6 +81,9 @@ def bench_shape(name, path, n_prompts, n, prompt_len, new_tokens, args):
         print(f"  sampler  nanoRFT compiled {n_tok / t_compiled[0]:10.0f} tok/s   ratio to generate() "
               f"{t_hf / t_compiled[0]:.2f}x, to eager {t_ours / t_compiled[0]:.2f}x   (compile: first call "
               f"{t_compile:.1f} s)")
+        floor = kernel_share(lambda: ours_gen(compile=True)) * t_compiled[0]
+        print(f"  floor    the compiled sampler's matmuls and attention alone {n_tok / floor:10.0f} tok/s: at most "
+              f"{t_hf / floor:.2f}x generate() were every other cost gone")
     bench_update(ours, hf, ours_gen(), len(prompts) * n, amp, args, args.repeat)  # the whole batch at once
 
 
@@ -105,7 +108,7 @@ def gpu_checklist():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")

@@ -37,6 +37,28 @@ def timeit(fns, device, repeat, warmup=True):
     return [statistics.median(t) for t in times]
 
 
+KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product")  # what compiling cannot speed up
+
+
+def kernel_share(fn, repeat=3):
+    """The share of fn's time spent in its matrix products and attention kernels (torch.profiler's self time of
+    KERNELS, over the calls' clock): the floor that removing every other cost (Python, small ops, launches: what
+    torch.compile and CUDA graphs remove) cannot go under. Both in the same clock, so load moves them alike."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    self_us = lambda e: e.self_device_time_total if cuda else e.self_cpu_time_total
+    kernels = sum(self_us(e) for e in prof.key_averages() if e.key.startswith(KERNELS)) / 1e6
+    return min(1.0, kernels / wall)
+
+
 def ours_update(model, rows, micro_batch, amp):
     """What train.update runs on a minibatch, one function per micro-batch: grouped by length, the response
     tokens' log-probs, backward."""

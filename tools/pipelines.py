@@ -13,8 +13,9 @@ The experiments sweep.py runs: each pipeline an ordered table {entry name: its c
                 truncated one
   staleness     the sampler K = 1, 2, 4, 8 steps behind (an asynchronous pipeline's lag), each K against
                 K = 0 of its arm: the minimalist baseline and GRPO at 8 rollouts, each bare (REINFORCE on
-                stale data), with PPO's clip (4 minibatches), TIS and M2PO; staleness_minimal and
-                staleness_grpo are its two halves. tools/plot_staleness.py tables and plots it by K
+                stale data), with PPO's clip (4 minibatches), TIS, M2PO and coupled PPO (its clip
+                against the sampler); staleness_minimal and staleness_grpo are its two halves.
+                tools/plot_staleness.py tables and plots it by K
   all           each distinct setting of the others once
 
 A pipeline's first entry is its baseline, and each entry changes one design choice; plot.py compares each
@@ -90,14 +91,17 @@ PIPELINES = {
 }
 # nanoRFT's extension: staleness (machinery/stale.py). PPO's clip acts against pi_old, the trainer's policy at
 # the step's start, so only from a step's second optimizer step on: its arm takes 4 per step (minibatches), as
-# the loss pipeline's ppo_4minibatches; TIS and M2PO weight pi_old against the sampler (K steps old)
+# the loss pipeline's ppo_4minibatches; TIS and M2PO weight pi_old against the sampler (K steps old); coupled
+# PPO clips the ratio to the sampler itself, from the first optimizer step (clip_to=sampler)
 STALE_K = (1, 2, 4, 8)
 ARMS = {"minimal": {"minimal": MINIMAL, "minimal_ppo_4minibatches": [*MINIMAL, "--minibatches=4"],
                     "minimal_tis": [*MINIMAL, "--is_correction=tis"],
-                    "minimal_m2po": [*MINIMAL, "--is_correction=m2po"]},
+                    "minimal_m2po": [*MINIMAL, "--is_correction=m2po"],
+                    "minimal_coupled": [*MINIMAL, "--clip_to=sampler"]},
         "grpo": {"rollouts_8": GRPO, "ppo_4minibatches": [*GRPO, "--minibatches=4"],
                  "rollouts_8_tis": [*GRPO, "--is_correction=tis"],
-                 "rollouts_8_m2po": [*GRPO, "--is_correction=m2po"]}}
+                 "rollouts_8_m2po": [*GRPO, "--is_correction=m2po"],
+                 "rollouts_8_coupled": [*GRPO, "--clip_to=sampler"]}}
 HALVES = [f"staleness_{half}" for half in ARMS]  # the staleness pipeline in two: each one arm's entries
 for half, arms in zip(HALVES, ARMS.values()):
     PIPELINES[half] = {f"{arm}_stale{k}" if k else arm: [*cfg, f"--staleness={k}"] if k else cfg

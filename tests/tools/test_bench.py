@@ -111,3 +111,15 @@ def test_gpu_smoke_without_cuda_is_one_error_line(monkeypatch, capsys):
         bench.main()
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: --gpu needs a CUDA device") and err.count("\n") == 1
+
+
+def test_the_kernel_floor_counts_matrix_products_and_attention_only():
+    """bench's floor: a function that is one large matmul spends nearly all its time in it (the profiler's own
+    overhead aside, far under half), one made of elementwise ops none; attention counts too."""
+    from bench_update import kernel_share
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)
+    q = torch.randn(8, 4, 128, 64, generator=g)
+    assert kernel_share(lambda: a @ b) > 0.5
+    assert kernel_share(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)) > 0.5
+    assert kernel_share(lambda: (a.exp() + b).sin()) == 0.0
