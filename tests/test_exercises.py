@@ -1,6 +1,6 @@
 """Tests of the exercises that no other test file holds: the bandit's coverage and regret (exercise
 coverage_regret's own test) and the baseline step every student copy must keep running. The worksheet's tooling
-(markers, strip, check, the planted wrong answers) is tested in tests/tools/test_worksheet.py."""
+(markers, strip, check, the planted wrong answers) is tested in tests/tools/test_worksheet*.py."""
 import math
 
 import torch

@@ -7,7 +7,7 @@ Classroom exercises that reuse the real code. A region of one of nanoRFT's own f
 
 and this tool makes a student copy of the repo with chosen regions replaced by a `raise NotImplementedError`
 that says what to write and which test checks it. So there is one source of truth: the tests that check the
-student are the tests that check the project (tests/tools/test_worksheet.py strips each region: they fail).
+student are the tests that check the project (tests/tools/test_worksheet_stripped.py strips each region: they fail).
 
     python tools/exercises.py list                               # the worksheet's exercises, in order
     python tools/exercises.py strip all --out ../student         # a copy with every exercise stripped but the model's

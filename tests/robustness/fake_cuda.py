@@ -36,6 +36,9 @@ on the forward tensor's device on a GPU), so a mix inside backward is the harnes
 Gradient checkpointing's recompute runs there too, on the fake inputs it saved; its check that the recomputed
 tensors match the saved ones compares shapes and dtypes only, since the tensors autograd saves from inside an op
 (autocast's casts) are plain in one pass and fake in the other.
+
+The pieces that need no fake tensor (sdpa_backend, fake_compile, torch.save's tags, CUDA autocast) are in
+fake_cuda_standins.py; tests read them from here, with the rest.
 """
 import collections
 import contextlib
@@ -47,6 +50,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._foreach_utils import _foreach_supported_types
 from torch.utils._pytree import tree_flatten, tree_map
 
+from fake_cuda_standins import (HALF, CudaAutocast, compiles, cuda_loads, fake_compile, restore, saving, sdpa_backend,
+                                tag)
+
 CUDA = torch.device("cuda:0")
 GIB = 2 ** 30
 MEMORY = 80 * GIB  # what the fake card reports to torch.cuda.mem_get_info
@@ -57,10 +63,7 @@ NUMPY = "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to c
 
 syncs = collections.Counter()  # host syncs by call name: each one makes the CPU wait for the GPU
 sdpa_calls = collections.Counter()  # scaled_dot_product_attention calls on cuda tensors by the kernel CUDA picks
-compiles = []  # torch.compile's settings, one dict per call (fake_compile)
-cuda_loads = collections.Counter()  # bytes torch.load put "on cuda:0" (a location tag read without map_location)
 _state = dict(backward=0)  # > 0 inside a backward pass: the engine's plain gradients are not checked
-_saving = set()  # data pointers of fake storages being written by torch.save, to tag them cuda:0
 
 _GETSET = torch._C.TensorBase.__dict__
 _GETTERS = {_GETSET[n]: n for n in ("device", "is_cuda", "is_cpu", "grad", "_grad", "data")}
@@ -117,48 +120,6 @@ def check(func, args, kwargs):
 
 
 SDPA = torch.nn.functional.scaled_dot_product_attention
-HALF = (torch.float16, torch.bfloat16)
-
-
-def sdpa_backend(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """(kernel, why not a fused one) that PyTorch 2.13 picks on an H100 for these inputs: flash, then memory-
-    efficient, then math (cuDNN ranks after math), each taken when its rules hold (the docs of
-    scaled_dot_product_attention and torch.nn.attention; aten/src/ATen/native/transformers/cuda/sdp_utils.cpp):
-    - both: 4-D q, k, v, a last dimension of stride 1 (the mask's too), equal batch sizes;
-    - flash: no mask, fp16 / bf16, equal head dims, a multiple of 8 up to 256, is_causal only with as many queries
-      as keys; grouped-query heads only with enable_gqa;
-    - memory-efficient: fp16 / bf16 / fp32, head dims a multiple of 8 (fp32: 4), storage offsets aligned to it,
-      masks allowed; no grouped-query heads ("GQA currently works only for Flash_attention and math kernel").
-    CUDA autocast computes it in the autocast dtype."""
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
-    if not torch.is_autocast_enabled("cpu") and not q.dtype == k.dtype == v.dtype:
-        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: {q.dtype} "
-                           f"key.dtype: {k.dtype} and value.dtype: {v.dtype} instead.")
-    D, heads = q.size(-1), (q.size(-3), k.size(-3), v.size(-3))
-    both = [(q.dim() == k.dim() == v.dim() == 4, "q, k, v not 4-D"),
-            (all(x.stride(-1) == 1 for x in (q, k, v)) and (attn_mask is None or attn_mask.stride(-1) == 1),
-             "a last dimension not contiguous"), (q.size(0) == k.size(0) == v.size(0), "batch sizes differ")]
-    gqa = heads[0] != heads[1] or heads[1] != heads[2]
-    flash = both + [(attn_mask is None, "a mask"), (dtype in HALF, f"{dtype}"),
-                    (D == k.size(-1) == v.size(-1) and D % 8 == 0 and D <= 256, f"head dim {D}"),
-                    (not is_causal or q.size(-2) == k.size(-2), "is_causal with fewer queries than keys"),
-                    (not gqa or enable_gqa and heads[0] % heads[1] == 0 and heads[1] == heads[2], "grouped heads")]
-    align = 8 if dtype in HALF else 4
-    efficient = both + [(dtype in (*HALF, torch.float32), f"{dtype}"),
-                        (D == k.size(-1) and D % align == 0 and v.size(-1) % align == 0, f"head dim {D}"),
-                        (all(x.storage_offset() % align == 0 for x in (q, k, v)), "a storage offset not aligned"),
-                        (not gqa, f"grouped-query heads {heads[0]} / {heads[1]}")]
-    enabled = torch.backends.cuda
-    for name, rules, on in (("flash", flash, enabled.flash_sdp_enabled()),
-                            ("efficient", efficient, enabled.mem_efficient_sdp_enabled())):
-        if on and all(ok for ok, _ in rules):
-            return name, ""
-    why = "; ".join(f"{name}: {next(why for ok, why in rules if not ok) if on else 'disabled'}"
-                    for name, rules, on in (("flash", flash, enabled.flash_sdp_enabled()),
-                                            ("efficient", efficient, enabled.mem_efficient_sdp_enabled())))
-    if not enabled.math_sdp_enabled():
-        raise RuntimeError(f"No available kernel. Aborting execution. ({why})")
-    return "math", why
 
 
 def attend(args, kwargs):
@@ -174,15 +135,6 @@ def attend(args, kwargs):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     with torch._C.DisableTorchFunctionSubclass(), sdpa_kernel([SDPBackend.MATH, SDPBackend.FLASH_ATTENTION]):
         return to_fake(SDPA(*args, **kwargs))
-
-
-def fake_compile(model=None, **settings):
-    """torch.compile on the fake device: the function as it is (dynamo cannot trace FakeCudaTensor), its settings
-    recorded in `compiles`."""
-    if model is None:
-        return lambda fn: fake_compile(fn, **settings)
-    compiles.append(settings)
-    return model
 
 
 def count_sync(func, args):
@@ -263,7 +215,7 @@ class FakeCudaTensor(Tensor):
     def __reduce_ex__(self, proto):
         """torch.save writes the data as a plain tensor whose storage's location tag is cuda:0 (see tag)."""
         plain = to_plain(self)
-        _saving.add(plain.untyped_storage().data_ptr())
+        saving.add(plain.untyped_storage().data_ptr())
         return plain.__reduce_ex__(proto)
 
 
@@ -293,29 +245,6 @@ class FakeCudaMode(TorchFunctionMode):
         return tree_map(to_fake if device.type == "cuda" else to_plain, out)
 
 
-def _tag(storage):
-    """torch.save's location tag: cuda:0 for a fake's storage being written."""
-    if storage.device.type == "cpu" and storage.nbytes() and storage.data_ptr() in _saving:
-        return "cuda:0"
-    return None
-
-
-def _restore(storage, location):
-    """torch.load without map_location of a cuda-tagged storage: keep it on the CPU, count it as a GPU would
-    hold it."""
-    if location.startswith("cuda"):
-        cuda_loads[location] += storage.nbytes()
-        return storage
-    return None
-
-
-class _CudaAutocast(torch.amp.autocast_mode.autocast):
-    """torch.autocast("cuda", ...) as CPU autocast: the fake tensors' data is on the CPU."""
-
-    def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
-        super().__init__("cpu" if device_type.startswith("cuda") else device_type, dtype, enabled, cache_enabled)
-
-
 @contextlib.contextmanager
 def fake_cuda():
     """Install the fake device (see the module docstring) for the duration of the block; counters start at 0."""
@@ -327,11 +256,11 @@ def fake_cuda():
     real_compile, real_mark = torch.compile, torch.compiler.cudagraph_mark_step_begin
 
     def save(obj, f, *a, **k):
-        _saving.clear()
+        saving.clear()
         try:
             return real_save(obj, f, *a, **k)
         finally:
-            _saving.clear()
+            saving.clear()
 
     def on_cpu(fn):  # autocast queries about "cuda" answer for the CPU autocast that stands in for it
         return lambda device_type="cuda", *a: fn("cpu" if str(device_type).startswith("cuda") else device_type, *a)
@@ -346,7 +275,7 @@ def fake_cuda():
         get_device_properties=lambda device=None: types.SimpleNamespace(
             name="fake cuda (CPU data)", total_memory=MEMORY, major=9, minor=0, multi_processor_count=1))
     saved = {k: getattr(torch.cuda, k) for k in stubs}
-    package = (5, _tag, _restore)  # before the built-in cpu (10) and cuda (20) entries
+    package = (5, tag, restore)  # before the built-in cpu (10) and cuda (20) entries
     swap = torch.__future__.get_swap_module_params_on_conversion()
     checks = torch.utils.checkpoint._allowed_determinism_checks_to_fns
     real_meta = checks["default"]
@@ -356,7 +285,7 @@ def fake_cuda():
             setattr(torch.cuda, k, v)
         torch.save = save
         torch.compile, torch.compiler.cudagraph_mark_step_begin = fake_compile, lambda: None
-        torch.autocast = torch.amp.autocast = _CudaAutocast
+        torch.autocast = torch.amp.autocast = CudaAutocast
         torch.is_autocast_enabled, torch.get_autocast_dtype = on_cpu(real_is_enabled), on_cpu(real_dtype)
         torch.serialization._package_registry.append(package)
         torch.serialization._package_registry.sort(key=lambda p: p[0])
