@@ -12,8 +12,9 @@ comma-separated config files (an entry each, named after the file). A pipeline s
 first entry) and changes one design choice per entry; plot.py compares each entry with the baseline, or with
 the entry pipelines.REFERENCES pairs it with, seed by seed. Each run is `train.py BASE ENTRY [CPU steps]
 --seed=S EXTRA`, where EXTRA are this command's other --key=value args, and [CPU steps] cuts an expensive
-entry's max_steps on the CPU base (pipelines.CPU_STEPS). Run this from the repo root: config paths are
-relative to it.
+entry's max_steps on the CPU base (pipelines.CPU_STEPS). It runs from any directory: a config path is read
+from the working directory, else from the repo root (pipelines.py's config/...); --out is the working
+directory's.
 
 Layout: {out}/pipeline.json (entry order, baseline, references: plot.py reads them), {out}/{entry}/seed{S}/ is
 the run's out_dir (log.jsonl, ckpt/, train.out: its command, stdout and stderr, run.json: its args and config
@@ -78,19 +79,27 @@ def pipeline_entries(spec):
     return entries
 
 
+def config_path(path):
+    """The file a config path names: path from the working directory, else the repo's own copy of a relative
+    path (the pipelines' config/... from any directory, as checkpoint.bundled does for assets/)."""
+    mine = os.path.join(ROOT, path)
+    return mine if not os.path.exists(path) and not os.path.isabs(path) and os.path.isfile(mine) else path
+
+
 def fingerprint(args):
     """What a run is: train.py's args (but out_dir) and the text of the config files among them, and of the
-    files they include(), read as train.py reads them (one line if one is missing or not UTF-8)."""
+    files they include(), read as train.py reads them (one line if one is missing or not UTF-8). A file is
+    recorded under its path as given, wherever config_path found it: the same record from any directory."""
     configs = {}
-    todo = [(a, None) for a in args if not a.startswith("--")]  # (path, the file that includes it)
+    todo = [(a, config_path(a), None) for a in args if not a.startswith("--")]  # (name, file, includer's name)
     while todo:
-        path, parent = todo.pop(0)
-        if path in configs:
+        name, path, parent = todo.pop(0)
+        if name in configs:
             continue
-        where = f"config file {path!r}" + (f" (included from {parent!r})" if parent else "")
-        configs[path] = read_config(path, where, missing=" (run sweep.py from the repo root: config paths are "
-                                                         "relative to it)")
-        todo += [(os.path.join(os.path.dirname(path), name), path) for name in INCLUDE.findall(configs[path])]
+        where = f"config file {name!r}" + (f" (included from {parent!r})" if parent else "")
+        configs[name] = read_config(path, where, missing=f" in the working directory or the repo ({ROOT})")
+        todo += [(os.path.join(os.path.dirname(name), inc), os.path.join(os.path.dirname(path), inc), name)
+                 for inc in INCLUDE.findall(configs[name])]  # include() reads beside the file that includes it
     return dict(args=args, configs=configs)
 
 
@@ -193,7 +202,8 @@ def run_one(run):
     # replacing a finished run unless --rerun named it): say so to train.py, which refuses to replace a run
     over = not resume and bool(set(os.listdir(run["dir"])) - SWEEP_FILES)
     plot.save(os.path.join(run["dir"], "run.json"), json.dumps(run["fingerprint"]))
-    cmd = [sys.executable, TRAIN, *run["args"], f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume),
+    args = [a if a.startswith("--") else config_path(a) for a in run["args"]]  # the files fingerprint read
+    cmd = [sys.executable, TRAIN, *args, f"--out_dir={run['dir']}", *(["--init_from=resume"] * resume),
            *(["--overwrite=True"] * over)]
     gpu = run["free_gpus"].get() if run["free_gpus"] else None  # held for the run; a job per GPU: never waits
     env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu) if gpu is not None else None  # the run sees that GPU only
