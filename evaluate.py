@@ -178,11 +178,15 @@ def main():
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         die(f"out={out_path!r}: its directory does not exist; create it or pass another --out")
     samples_path = os.path.splitext(out_path)[0] + "_samples.jsonl"
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes: the others may not race it
     for p in (out_path, samples_path):  # writable, before the evaluation (a run in a read-only directory)
         try:
             new = not os.path.exists(p)
-            open(p, "a").close()  # "a": an earlier result stays as it is
-            if new:
+            if first:
+                open(p, "a").close()  # "a": an earlier result stays as it is
+            elif not os.access(p if not new else os.path.dirname(os.path.abspath(p)), os.W_OK):
+                raise OSError(13, "Permission denied")
+            if new and first:
                 os.remove(p)
         except OSError as e:
             die(f"cannot write {p} ({e.strerror or e}); pass a writable --out")
@@ -208,15 +212,22 @@ def main():
     all_samples = []
     for kind, split in enumerate(split_names, start=1):
         problems = split_problems[split]
-        generators = prompt_generators(c["seed"], kind, 0, range(len(problems)))
+        mine = range(distributed.rank, len(problems), distributed.world)  # problem i on rank i % world
+        generators = prompt_generators(c["seed"], kind, 0, mine)  # each problem its own: any world size, one result
         with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=c["dtype"] == "bfloat16"):
-            r = evaluate(model, tok, c["task"], problems, n=c["n_samples"], ks=ks, grader=c["grader"],
-                         keep=c["log_samples"], temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
-                         batch_size=batch_size, generators=generators, top_k=c["top_k"], top_p=c["top_p"],
-                         strict=c["strict"], progress=True, compile=c["compile"])
-        all_samples += [dict(split=split, **s) for s in r.pop("samples")]
-        results[split] = r
-        print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in r.items()))
+            r = evaluate(model, tok, c["task"], [problems[i] for i in mine], n=c["n_samples"], ks=ks,
+                         grader=c["grader"], keep=c["log_samples"], temperature=c["temperature"],
+                         max_new_tokens=c["max_new_tokens"], batch_size=batch_size, generators=generators,
+                         top_k=c["top_k"], top_p=c["top_p"], strict=c["strict"], ids=list(mine), progress=True,
+                         compile=c["compile"])
+        shard = distributed.gather_objects(r.pop("samples"))
+        all_samples += [dict(split=split, **s) for s in sorted(shard, key=lambda s: (s["index"], s["sample"]))]
+        results[split] = {k: distributed.all_sum(v * len(mine)) / len(problems) for k, v in r.items()}  # shard means
+        if distributed.rank == 0:
+            print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in results[split].items()))
+    distributed.teardown()
+    if distributed.rank != 0:
+        return
     for p, text in ((out_path, json.dumps(results, indent=2)), (samples_path, "".join(json.dumps(s) + "\n"
                                                                                        for s in all_samples))):
         try:  # via a temporary file: a full disk leaves an earlier result whole

@@ -216,3 +216,19 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "--init_from=resume")
     assert e.value.code == 2 and "holds no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_under_torchrun_shards_the_problems_and_writes_what_one_process_writes(tmp_path):
+    """evaluate.py on 2 ranks: problem i on rank i % 2, each with its own seeded sampler, so eval.json and the
+    samples file equal one process's byte for byte (9 problems: the shards are unequal), and only rank 0 writes."""
+    flags = ["evaluate.py", f"--init_from={ROOT}/assets/tiny-arith", "--eval_problems=9", "--n_samples=2",
+             "--log_samples=5"]
+    one = train_cli(sys.executable, *flags, f"--out={tmp_path / 'one.json'}")
+    assert one.returncode == 0, errors(one.stderr)
+    two = train_cli(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *flags,
+                    f"--out={tmp_path / 'two.json'}", env=dict(OMP_NUM_THREADS="1"))
+    assert two.returncode == 0, errors(two.stderr)
+    assert (tmp_path / "one.json").read_text() == (tmp_path / "two.json").read_text()
+    assert (tmp_path / "one_samples.jsonl").read_text() == (tmp_path / "two_samples.jsonl").read_text()
+    assert two.stdout.count("wrote ") == 1 and len(open(tmp_path / "two_samples.jsonl").readlines()) == 2 * 2 * 5
