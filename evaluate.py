@@ -106,18 +106,25 @@ def evaluate_splits(model, tok, task, splits, step, seed, n=1, keep=0, grader="n
     of a seed, whatever its design choice, batching or world size (common random numbers)."""
     out, samples = {}, []
     for kind, (name, problems) in enumerate(splits.items(), start=1):
-        mine = range(ddp.rank, len(problems), ddp.world)
         trained = name == "trained"
         k_max = max(n, data.TRAINED_SAMPLES) if trained else n
-        r = evaluate(model, tok, task, [problems[i] for i in mine], n=k_max, greedy=not trained, grader=grader,
-                     ks=(1,) if trained else [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n],
-                     keep=0 if trained else keep, generators=prompt_generators(seed, kind, step, mine),
-                     ids=list(mine), **sampling)
-        shard_samples = ddp.gather_objects(r.pop("samples"))
-        samples += [dict(split=name, **s) for s in sorted(shard_samples, key=lambda s: (s["index"], s["sample"]))]
-        for k, v in r.items():  # each rank's mean over its shard -> the mean over the split
-            out[f"{name}_{'greedy' if k == 'greedy_pass@1' else k}"] = ddp.all_sum(v * len(mine)) / len(problems)
+        ks = (1,) if trained else [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n]
+        r, shard = sharded(model, tok, task, problems, (seed, kind, step), n=k_max, greedy=not trained,
+                           grader=grader, ks=ks, keep=0 if trained else keep, **sampling)
+        samples += [dict(split=name, **s) for s in shard]
+        out.update({f"{name}_{'greedy' if k == 'greedy_pass@1' else k}": v for k, v in r.items()})
     return out, samples
+
+
+def sharded(model, tok, task, problems, key, **kwargs):
+    """evaluate() sharded over ranks: problem i on rank i % world, sampled from its own stream
+    prompt_generators(*key, i) (key: (seed, kind, step)), so the result is one process's at any world size.
+    Returns (the means over all the problems, every rank's samples in problem order)."""
+    mine = range(ddp.rank, len(problems), ddp.world)
+    r = evaluate(model, tok, task, [problems[i] for i in mine], generators=prompt_generators(*key, mine),
+                 ids=list(mine), **kwargs)
+    samples = sorted(ddp.gather_objects(r.pop("samples")), key=lambda s: (s["index"], s["sample"]))
+    return {k: ddp.all_sum(v * len(mine)) / len(problems) for k, v in r.items()}, samples  # shard sums -> means
 
 
 # -----------------------------------------------------------------------------
@@ -151,7 +158,6 @@ def main():
     from configurator import configure
     from machinery.cli import die
     from model import Transformer, load_tokenizer, resolve
-    from rollout import prompt_generators
     c = configure({k: globals()[k] for k in CONFIG_KEYS}, sys.argv[1:], source=__file__)
     split_names = c["splits"].split(",")
     check_numbers(c)
@@ -211,18 +217,13 @@ def main():
                    grader=c["grader"])
     all_samples = []
     for kind, split in enumerate(split_names, start=1):
-        problems = split_problems[split]
-        mine = range(distributed.rank, len(problems), distributed.world)  # problem i on rank i % world
-        generators = prompt_generators(c["seed"], kind, 0, mine)  # each problem its own: any world size, one result
         with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=c["dtype"] == "bfloat16"):
-            r = evaluate(model, tok, c["task"], [problems[i] for i in mine], n=c["n_samples"], ks=ks,
-                         grader=c["grader"], keep=c["log_samples"], temperature=c["temperature"],
-                         max_new_tokens=c["max_new_tokens"], batch_size=batch_size, generators=generators,
-                         top_k=c["top_k"], top_p=c["top_p"], strict=c["strict"], ids=list(mine), progress=True,
-                         compile=c["compile"])
-        shard = distributed.gather_objects(r.pop("samples"))
-        all_samples += [dict(split=split, **s) for s in sorted(shard, key=lambda s: (s["index"], s["sample"]))]
-        results[split] = {k: distributed.all_sum(v * len(mine)) / len(problems) for k, v in r.items()}  # shard means
+            results[split], shard = sharded(model, tok, c["task"], split_problems[split], (c["seed"], kind, 0),
+                                            n=c["n_samples"], ks=ks, grader=c["grader"], keep=c["log_samples"],
+                                            temperature=c["temperature"], max_new_tokens=c["max_new_tokens"],
+                                            batch_size=batch_size, top_k=c["top_k"], top_p=c["top_p"],
+                                            strict=c["strict"], progress=True, compile=c["compile"])
+        all_samples += [dict(split=split, **s) for s in shard]
         if distributed.rank == 0:
             print(f"{split:>5}: " + "  ".join(f"{k} {v:.4f}" for k, v in results[split].items()))
     distributed.teardown()

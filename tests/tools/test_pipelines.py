@@ -5,7 +5,7 @@ import os
 
 import pipelines
 import sweep
-from test_sweep import ROOT, table_rows
+from test_sweep import ROOT, recording_train, table_rows
 
 
 def test_every_pipeline_config_exists():
@@ -124,14 +124,7 @@ def test_top_p_changes_only_the_nucleus_then_only_the_log_probs_it_scores():
 
 
 def test_the_cpu_cut_and_pipeline_json_as_train_py_sees_them(tmp_path, monkeypatch):
-    fake = tmp_path / "fake_train.py"  # records its args, then logs a finished run of one evaluation
-    fake.write_text("""import json, os, sys
-out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
-open(os.path.join(out, "argv.json"), "w").write(json.dumps(sys.argv[1:]))
-line = dict(step=0, time=0.0, responses=0, **{"train_pass@1": 0.5, "test_pass@1": 0.5})
-open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
-""")
-    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    recording_train(tmp_path, monkeypatch)
     monkeypatch.chdir(ROOT)
     gpu_base = "config/paper/qwen2.5-0.5b_gsm8k.py"
     for base, out in ((pipelines.CPU_BASE, tmp_path / "cpu"), (gpu_base, tmp_path / "gpu")):

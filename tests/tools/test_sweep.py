@@ -202,6 +202,19 @@ def one_error_line(rc, err, *words):
     assert all(w in err for w in words), err
 
 
+def recording_train(tmp_path, monkeypatch):
+    """sweep.py's train.py replaced by a script that records its args (argv.json) and logs a finished run of one
+    evaluation: the sweep's bookkeeping without training."""
+    fake = tmp_path / "fake_train.py"  # records its args, then logs a finished run of one evaluation
+    fake.write_text("""import json, os, sys
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
+open(os.path.join(out, "argv.json"), "w").write(json.dumps(sys.argv[1:]))
+line = dict(step=0, time=0.0, responses=0, **{"train_pass@1": 0.5, "test_pass@1": 0.5})
+open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
+""")
+    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+
+
 def sweep_cli(*argv):
     p = subprocess.run([sys.executable, "tools/sweep.py", *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr

@@ -9,7 +9,7 @@ import pytest
 
 import plot
 import sweep
-from test_sweep import ROOT, TINY, one_error_line, sweep_cli
+from test_sweep import ROOT, TINY, one_error_line, recording_train, sweep_cli
 
 
 @pytest.mark.parametrize("main, argv, msg", [
@@ -87,14 +87,7 @@ def test_sweep_runs_from_any_directory_and_records_its_runs_as_from_the_root(tmp
     (sweep.config_path), and train.py is given the file read; a run records them as named, so a sweep dir
     started elsewhere matches one started from the root. --out and a config file of the working directory's
     keep their meaning there, and its own config/minimal.py would come first."""
-    fake = tmp_path / "fake_train.py"  # records its args, then logs a finished run of one evaluation
-    fake.write_text("""import json, os, sys
-out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--out_dir=")][0]
-open(os.path.join(out, "argv.json"), "w").write(json.dumps(sys.argv[1:]))
-line = dict(step=0, time=0.0, responses=0, **{"train_pass@1": 0.5, "test_pass@1": 0.5})
-open(os.path.join(out, "log.jsonl"), "w").write(json.dumps(line) + "\\n")
-""")
-    monkeypatch.setattr(sweep, "TRAIN", str(fake))
+    recording_train(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # the table only (a figure takes seconds)
     args = ["config/sweep_cpu.py", "config/minimal.py", "--seed=0", *TINY]
     monkeypatch.chdir(ROOT)
